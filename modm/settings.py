@@ -1,0 +1,37 @@
+"""Settings shared by every modm gRPC service.
+
+Each service subclasses `ServiceSettings` with its own env prefix; the settings object is built
+once at start-up (env vars, then CLI flags passed as keyword overrides) and handed down, so no
+module reads the environment at import time.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class ServiceSettings(BaseSettings):
+    """What every service needs to listen, log, export metrics and shut down."""
+
+    model_config = SettingsConfigDict(extra="forbid", validate_default=True)
+
+    host: str = Field("127.0.0.1", description="Address the gRPC server binds to.")
+    port: int = Field(0, ge=0, le=65535, description="gRPC port; 0 picks a free one.")
+    metrics_port: int | None = Field(
+        None, ge=0, le=65535, description="Prometheus /metrics port; unset disables the exporter."
+    )
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    log_format: Literal["json", "text"] = "json"
+    grace_seconds: float = Field(30.0, ge=0, description="How long SIGTERM waits for in-flight work.")
+    drain_delay_seconds: float = Field(
+        0.0, ge=0, description="NOT_SERVING is announced this long before the server stops accepting."
+    )
+    max_message_mb: int = Field(32, ge=1, le=512, description="Largest gRPC message accepted or sent.")
+
+    @classmethod
+    def load(cls, **overrides: Any) -> ServiceSettings:
+        """Env vars, overridden by the non-None keyword arguments (the CLI flags)."""
+        return cls(**{k: v for k, v in overrides.items() if v is not None})

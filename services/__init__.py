@@ -1,0 +1,1 @@
+"""The modm services, one folder each; installed as `modm.services`."""

@@ -1,0 +1,188 @@
+"""The worker's data plane: validation, batching, the pipeline call and encoding.
+
+It knows nothing of gRPC: the servicer hands it plain `RawRequest`s and gets domain results
+and events back, so everything here is testable without a server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+from modm.services.worker import metrics
+from modm.services.worker.batching import BatchStats, DynamicBatcher
+from modm.services.worker.jobs import GeneratedImage, GenerationJob, Timings
+from modm.services.worker.pipeline import DiffusionRunner, Profile
+from modm.services.worker.settings import WorkerSettings
+from modm.services.worker.validation import RawRequest, RequestLimits, validate
+
+from modm.errors import ModmError
+from modm.images import encode_image
+
+
+@dataclass(frozen=True)
+class Queued:
+    position: int
+
+
+@dataclass(frozen=True)
+class Started:
+    batch_size: int
+    total_steps: int
+
+
+@dataclass(frozen=True)
+class StepDone:
+    step: int
+    total_steps: int
+
+
+WorkerEvent = Queued | Started | StepDone
+Listener = Callable[[WorkerEvent], None]
+
+
+@dataclass(frozen=True)
+class _Submission:
+    job: GenerationJob
+    listener: Listener | None
+    arrived: float
+
+
+def limits_for(settings: WorkerSettings, runner: DiffusionRunner) -> RequestLimits:
+    facts = runner.facts
+    return RequestLimits(
+        max_prompt_chars=settings.max_prompt_chars,
+        min_side=max(settings.min_side, facts.size_multiple),
+        max_side=settings.max_side,
+        size_multiple=facts.size_multiple,
+        default_width=facts.default_width,
+        default_height=facts.default_height,
+        default_steps=facts.default_steps,
+        max_steps=settings.max_steps,
+        default_guidance=facts.family.default_guidance,
+        supports_negative_prompt=facts.family.supports_negative_prompt,
+        max_init_image_bytes=int(settings.max_init_image_mb * 1024 * 1024),
+        max_init_image_pixels=settings.max_init_image_pixels,
+        img2img_steps=facts.family.img2img_steps,
+    )
+
+
+class WorkerEngine:
+    def __init__(self, runner: DiffusionRunner, settings: WorkerSettings) -> None:
+        self.runner = runner
+        self.settings = settings
+        self.limits = limits_for(settings, runner)
+        self.profile: Profile | None = None
+        # One thread: a pipeline is not safe to call concurrently, and batching replaces concurrency.
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="pipeline")
+        self._batcher: DynamicBatcher[_Submission, GeneratedImage] = DynamicBatcher(
+            self._run_batch,
+            key=lambda sub: sub.job.batch_key(),
+            max_batch=settings.max_batch_size,
+            window_s=settings.batch_window_ms / 1000,
+            max_queue=settings.max_queue,
+            retry_after_s=self._estimated_drain_seconds,
+            on_batch=self._record_batch,
+        )
+
+    @property
+    def in_flight(self) -> int:
+        return self._batcher.in_flight
+
+    async def warm_up(self) -> Profile:
+        """Run the first generations (compiling kernels, allocating memory) and profile speed."""
+        loop = asyncio.get_running_loop()
+        self.profile = await loop.run_in_executor(self._executor, self.runner.profile)
+        metrics.PROFILED_STEP_SECONDS.set(self.profile.seconds_per_step)
+        return self.profile
+
+    def start(self) -> None:
+        self._batcher.start()
+
+    async def close(self) -> None:
+        await self._batcher.close()
+        self._executor.shutdown(wait=False, cancel_futures=True)
+
+    async def generate(self, raw: RawRequest, listener: Listener | None = None) -> GeneratedImage:
+        kind = "image_to_image" if raw.init_image is not None else "text_to_image"
+        try:
+            # Decoding an init image is real work: keep it off the event loop.
+            job = (
+                await asyncio.to_thread(validate, raw, self.limits)
+                if raw.init_image
+                else validate(raw, self.limits)
+            )
+            future, ahead = self._batcher.admit(_Submission(job, listener, time.monotonic()))
+            metrics.QUEUE_DEPTH.set(self._batcher.in_flight)
+            if listener is not None:
+                listener(Queued(ahead))
+            result = await future
+        except ModmError as error:
+            metrics.REQUESTS.labels(kind, type(error).__name__).inc()
+            raise
+        except asyncio.CancelledError:
+            metrics.REQUESTS.labels(kind, "Cancelled").inc()
+            raise
+        finally:
+            metrics.QUEUE_DEPTH.set(self._batcher.in_flight)
+        metrics.REQUESTS.labels(kind, "OK").inc()
+        metrics.REQUEST_SECONDS.labels(kind).observe(result.timings.total_seconds)
+        return result
+
+    def _estimated_drain_seconds(self) -> float:
+        """Retry hint for a full queue: the time to work through it at the profiled speed."""
+        if self.profile is None:
+            return 1.0
+        per_image = self.profile.overhead_seconds + self.profile.seconds_per_step * self.limits.default_steps
+        batches = self._batcher.in_flight / self.settings.max_batch_size
+        return max(1.0, per_image * batches)
+
+    @staticmethod
+    def _record_batch(stats: BatchStats) -> None:
+        metrics.BATCH_SIZE.observe(stats.size)
+
+    async def _run_batch(self, submissions: Sequence[_Submission]) -> list[GeneratedImage]:
+        loop = asyncio.get_running_loop()
+        jobs = [sub.job for sub in submissions]
+        listeners = [sub.listener for sub in submissions if sub.listener is not None]
+        started_event = Started(len(jobs), jobs[0].planned_steps)
+        for listener in listeners:
+            listener(started_event)
+
+        def on_step(step: int, total: int) -> None:  # called on the pipeline thread
+            event = StepDone(step, total)
+            for listener in listeners:
+                loop.call_soon_threadsafe(listener, event)
+
+        started = time.monotonic()
+        images, steps_run = await loop.run_in_executor(self._executor, self.runner.generate, jobs, on_step)
+        generate_s = time.monotonic() - started
+        metrics.STEP_SECONDS.observe(generate_s / max(steps_run, 1))
+        results = []
+        for sub, image in zip(submissions, images, strict=True):
+            encode_started = time.monotonic()
+            data = await asyncio.to_thread(encode_image, image, sub.job.output_format)
+            done = time.monotonic()
+            timings = Timings(
+                queue_seconds=started - sub.arrived,
+                generate_seconds=generate_s,
+                encode_seconds=done - encode_started,
+                total_seconds=done - sub.arrived,
+            )
+            results.append(
+                GeneratedImage(
+                    data,
+                    sub.job.output_format,
+                    image.width,
+                    image.height,
+                    sub.job.seed,
+                    steps_run,
+                    len(jobs),
+                    self.runner.facts.model_id,
+                    timings,
+                )
+            )
+        return results

@@ -1,0 +1,168 @@
+"""One diffusers pipeline on one device, plus its img2img twin sharing the same weights."""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from diffusers import AutoPipelineForImage2Image, DiffusionPipeline
+from modm.services.worker.families import FamilySpec, family_for
+from modm.services.worker.jobs import GenerationJob, JobKind
+from PIL import Image
+
+from modm.images import ImageFormat
+
+log = logging.getLogger(__name__)
+
+TORCH_DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+
+# Families whose img2img class AutoPipelineForImage2Image does not know.
+_IMG2IMG_CLASSES = {"SanaSprintPipeline": "SanaSprintImg2ImgPipeline"}
+
+StepCallback = Callable[[int, int], None]
+
+
+@dataclass(frozen=True)
+class PipelineFacts:
+    model_id: str
+    family: FamilySpec
+    device: str
+    dtype: str
+    default_width: int
+    default_height: int
+    default_steps: int
+    size_multiple: int
+
+
+@dataclass(frozen=True)
+class Profile:
+    """Latency model of one image at the default size: overhead + steps x seconds_per_step."""
+
+    seconds_per_step: float
+    overhead_seconds: float
+
+
+def _img2img_twin(pipe: DiffusionPipeline) -> DiffusionPipeline:
+    name = _IMG2IMG_CLASSES.get(type(pipe).__name__)
+    if name is None:
+        return AutoPipelineForImage2Image.from_pipe(pipe)
+    import diffusers
+
+    return getattr(diffusers, name).from_pipe(pipe)
+
+
+def _default_side(pipe: DiffusionPipeline) -> int:
+    denoiser = getattr(pipe, "transformer", None) or pipe.unet
+    sample = getattr(pipe, "default_sample_size", None) or denoiser.config.sample_size
+    return int(sample) * int(pipe.vae_scale_factor)
+
+
+class DiffusionRunner:
+    """Runs batches of same-key jobs through the pipeline; blocking, so call it off the loop."""
+
+    def __init__(self, text2img: DiffusionPipeline, img2img: DiffusionPipeline, facts: PipelineFacts) -> None:
+        self._text2img = text2img
+        self._img2img = img2img
+        self.facts = facts
+
+    @classmethod
+    def load(
+        cls, model: str, *, device: str, dtype: str, default_steps: int | None = None
+    ) -> DiffusionRunner:
+        started = time.monotonic()
+        pipe = DiffusionPipeline.from_pretrained(model, torch_dtype=TORCH_DTYPES[dtype], use_safetensors=True)
+        pipe.to(device)
+        pipe.set_progress_bar_config(disable=True)
+        family = family_for(type(pipe).__name__)
+        img2img = _img2img_twin(pipe)
+        img2img.set_progress_bar_config(disable=True)
+        patch = getattr(pipe, "patch_size", None) or family.latent_patch
+        side = _default_side(pipe)
+        facts = PipelineFacts(
+            model_id=model,
+            family=family,
+            device=device,
+            dtype=dtype,
+            default_width=side,
+            default_height=side,
+            default_steps=default_steps or family.default_steps,
+            size_multiple=math.lcm(int(pipe.vae_scale_factor) * int(patch), family.min_multiple),
+        )
+        log.info(
+            "pipeline loaded",
+            extra={
+                "model": model,
+                "family": family.name,
+                "device": device,
+                "dtype": dtype,
+                "load_seconds": round(time.monotonic() - started, 3),
+            },
+        )
+        return cls(pipe, img2img, facts)
+
+    def generate(self, jobs: Sequence[GenerationJob], on_step: StepCallback) -> tuple[list[Image.Image], int]:
+        """Run one pipeline call for jobs sharing a batch key; returns the images and steps run."""
+        first = jobs[0]
+        image_to_image = first.kind is JobKind.IMAGE_TO_IMAGE
+        pipe = self._img2img if image_to_image else self._text2img
+        steps_run = 0
+
+        def step_end(
+            p: DiffusionPipeline, index: int, timestep: Any, kwargs: dict[str, Any]
+        ) -> dict[str, Any]:
+            nonlocal steps_run
+            steps_run = index + 1
+            on_step(steps_run, int(p.num_timesteps))
+            return {}
+
+        kwargs: dict[str, Any] = {
+            "prompt": [job.prompt for job in jobs],
+            "width": first.width,
+            "height": first.height,
+            "num_inference_steps": first.steps,
+            "guidance_scale": first.guidance_scale,
+            # CPU generators make a seed mean the same image on every device.
+            "generator": [torch.Generator("cpu").manual_seed(job.seed) for job in jobs],
+            "output_type": "pil",
+            "callback_on_step_end": step_end,
+        }
+        if first.negative_prompt is not None:
+            kwargs["negative_prompt"] = [job.negative_prompt for job in jobs]
+        if image_to_image:
+            kwargs["image"] = [
+                job.init_image.resize((first.width, first.height), Image.Resampling.LANCZOS)
+                for job in jobs
+                if job.init_image is not None
+            ]
+            kwargs["strength"] = first.strength
+        with torch.inference_mode():
+            images = pipe(**kwargs).images
+        return list(images), steps_run
+
+    def profile(self, steps: tuple[int, int] = (2, 6)) -> Profile:
+        """Fit overhead + per-step cost from two timed runs, after one warm-up run."""
+        facts = self.facts
+        timings = []
+        for n in (steps[0], *steps):
+            job = GenerationJob(
+                JobKind.TEXT_TO_IMAGE,
+                "a warm-up photograph",
+                None,
+                facts.default_width,
+                facts.default_height,
+                n,
+                facts.family.default_guidance,
+                0,
+                ImageFormat.PNG,
+                n,
+            )
+            started = time.perf_counter()
+            self.generate([job], lambda step, total: None)
+            timings.append(time.perf_counter() - started)
+        per_step = max((timings[2] - timings[1]) / (steps[1] - steps[0]), 1e-6)
+        return Profile(seconds_per_step=per_step, overhead_seconds=max(timings[1] - steps[0] * per_step, 0.0))

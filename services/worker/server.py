@@ -1,0 +1,60 @@
+"""Start-up and shutdown of a worker process: load, warm up, then report SERVING."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from modm.services.worker import metrics
+from modm.services.worker.engine import WorkerEngine
+from modm.services.worker.pipeline import DiffusionRunner
+from modm.services.worker.servicer import WorkerServicer
+from modm.services.worker.settings import WorkerSettings
+
+from modm.logs import configure_logging
+from modm.serving import ServiceHost
+from modm.v1 import worker_pb2, worker_pb2_grpc
+
+log = logging.getLogger(__name__)
+
+SERVICE_NAME = worker_pb2.DESCRIPTOR.services_by_name["Worker"].full_name
+
+
+async def serve(settings: WorkerSettings) -> None:
+    """Bind first (health answers NOT_SERVING while the weights load), then serve until SIGTERM."""
+    host = ServiceHost(settings, [SERVICE_NAME])
+    servicer = WorkerServicer()
+    worker_pb2_grpc.add_WorkerServicer_to_server(servicer, host.server)
+    await host.start()
+    runner = await asyncio.to_thread(
+        DiffusionRunner.load,
+        settings.model,
+        device=settings.device,
+        dtype=settings.torch_dtype_name(),
+        default_steps=settings.default_steps,
+    )
+    engine = WorkerEngine(runner, settings)
+    if settings.warmup:
+        profile = await engine.warm_up()
+        log.info(
+            "warmed up",
+            extra={
+                "seconds_per_step": profile.seconds_per_step,
+                "overhead_seconds": profile.overhead_seconds,
+            },
+        )
+    engine.start()
+    servicer.attach(engine)
+    await host.set_serving(True)
+    metrics.READY.set(1)
+    log.info("serving", extra={"port": host.port, "model": settings.model, "role": settings.role})
+    try:
+        await host.run_until_stopped()
+    finally:
+        metrics.READY.set(0)
+        await engine.close()
+
+
+def main(settings: WorkerSettings) -> None:
+    configure_logging("worker", settings.log_level, settings.log_format)
+    asyncio.run(serve(settings))
