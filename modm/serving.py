@@ -29,7 +29,9 @@ OVERALL = ""  # the health service's name for the server as a whole
 class ServiceHost:
     """One gRPC server plus its health, reflection, metrics and shutdown behaviour."""
 
-    def __init__(self, settings: ServiceSettings, service_names: Sequence[str]) -> None:
+    def __init__(
+        self, settings: ServiceSettings, service_names: Sequence[str], *, handle_signals: bool = True
+    ) -> None:
         limit = settings.max_message_mb * 1024 * 1024
         self.settings = settings
         self.server = aio.server(
@@ -52,6 +54,7 @@ class ServiceHost:
             self.server,
         )
         self._stop = asyncio.Event()
+        self._handle_signals = handle_signals
         self.port = 0
 
     async def start(self) -> int:
@@ -61,9 +64,10 @@ class ServiceHost:
         if self.port == 0:
             raise RuntimeError(f"could not bind {self.settings.host}:{self.settings.port}")
         await self.server.start()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):  # from here on, even while still loading
-            loop.add_signal_handler(sig, self._stop.set)
+        if self._handle_signals:
+            loop = asyncio.get_running_loop()
+            for sig in (signal.SIGTERM, signal.SIGINT):  # from here on, even while still loading
+                loop.add_signal_handler(sig, self._stop.set)
         if self.settings.metrics_port is not None:
             start_http_server(self.settings.metrics_port, addr=self.settings.host)
         log.info(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import logging
 import math
 import time
@@ -10,19 +11,25 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-from diffusers import AutoPipelineForImage2Image, DiffusionPipeline
-from modm.services.worker.families import FamilySpec, family_for
-from modm.services.worker.jobs import GenerationJob, JobKind
+from diffusers import AutoPipelineForImage2Image, DiffusionPipeline, SanaSprintImg2ImgPipeline
 from PIL import Image
 
 from modm.images import ImageFormat
+from modm.services.worker.families import FamilySpec, family_for
+from modm.services.worker.jobs import GenerationJob, JobKind
+from modm.services.worker.sana_img2img import SanaImg2ImgPipeline
 
 log = logging.getLogger(__name__)
 
 TORCH_DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
 # Families whose img2img class AutoPipelineForImage2Image does not know.
-_IMG2IMG_CLASSES = {"SanaSprintPipeline": "SanaSprintImg2ImgPipeline"}
+_IMG2IMG_CLASSES: dict[str, type[DiffusionPipeline]] = {
+    "SanaPipeline": SanaImg2ImgPipeline,
+    "SanaSprintPipeline": SanaSprintImg2ImgPipeline,
+}
+# SANA's resolution binning only knows the transformer sample sizes of its released checkpoints.
+_SANA_BINNED_SAMPLE_SIZES = {16, 32, 64, 128}
 
 StepCallback = Callable[[int, int], None]
 
@@ -48,12 +55,8 @@ class Profile:
 
 
 def _img2img_twin(pipe: DiffusionPipeline) -> DiffusionPipeline:
-    name = _IMG2IMG_CLASSES.get(type(pipe).__name__)
-    if name is None:
-        return AutoPipelineForImage2Image.from_pipe(pipe)
-    import diffusers
-
-    return getattr(diffusers, name).from_pipe(pipe)
+    cls = _IMG2IMG_CLASSES.get(type(pipe).__name__)
+    return AutoPipelineForImage2Image.from_pipe(pipe) if cls is None else cls.from_pipe(pipe)
 
 
 def _default_side(pipe: DiffusionPipeline) -> int:
@@ -62,12 +65,25 @@ def _default_side(pipe: DiffusionPipeline) -> int:
     return int(sample) * int(pipe.vae_scale_factor)
 
 
+def _family_kwargs(pipe: DiffusionPipeline, family: FamilySpec) -> dict[str, Any]:
+    """Call arguments a family needs beyond the common ones, fixed for the pipeline's lifetime."""
+    if family.name not in ("sana", "sana_sprint"):
+        return {}
+    if "use_resolution_binning" not in inspect.signature(pipe.__call__).parameters:
+        return {}
+    return {"use_resolution_binning": pipe.transformer.config.sample_size in _SANA_BINNED_SAMPLE_SIZES}
+
+
 class DiffusionRunner:
     """Runs batches of same-key jobs through the pipeline; blocking, so call it off the loop."""
 
     def __init__(self, text2img: DiffusionPipeline, img2img: DiffusionPipeline, facts: PipelineFacts) -> None:
         self._text2img = text2img
         self._img2img = img2img
+        self._extra_kwargs = {
+            JobKind.TEXT_TO_IMAGE: _family_kwargs(text2img, facts.family),
+            JobKind.IMAGE_TO_IMAGE: _family_kwargs(img2img, facts.family),
+        }
         self.facts = facts
 
     @classmethod
@@ -130,7 +146,10 @@ class DiffusionRunner:
             "generator": [torch.Generator("cpu").manual_seed(job.seed) for job in jobs],
             "output_type": "pil",
             "callback_on_step_end": step_end,
+            **self._extra_kwargs[first.kind],
         }
+        if self.facts.family.name == "sana_sprint" and first.steps != 2:
+            kwargs["intermediate_timesteps"] = None  # SCM's intermediate step exists only in 2-step schedules
         if first.negative_prompt is not None:
             kwargs["negative_prompt"] = [job.negative_prompt for job in jobs]
         if image_to_image:

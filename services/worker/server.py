@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 
+from modm.logs import configure_logging
 from modm.services.worker import metrics
 from modm.services.worker.engine import WorkerEngine
 from modm.services.worker.pipeline import DiffusionRunner
 from modm.services.worker.servicer import WorkerServicer
 from modm.services.worker.settings import WorkerSettings
-
-from modm.logs import configure_logging
 from modm.serving import ServiceHost
 from modm.v1 import worker_pb2, worker_pb2_grpc
 
@@ -20,19 +20,29 @@ log = logging.getLogger(__name__)
 SERVICE_NAME = worker_pb2.DESCRIPTOR.services_by_name["Worker"].full_name
 
 
-async def serve(settings: WorkerSettings) -> None:
-    """Bind first (health answers NOT_SERVING while the weights load), then serve until SIGTERM."""
-    host = ServiceHost(settings, [SERVICE_NAME])
-    servicer = WorkerServicer()
-    worker_pb2_grpc.add_WorkerServicer_to_server(servicer, host.server)
-    await host.start()
-    runner = await asyncio.to_thread(
-        DiffusionRunner.load,
+def load_runner(settings: WorkerSettings) -> DiffusionRunner:
+    return DiffusionRunner.load(
         settings.model,
         device=settings.device,
         dtype=settings.torch_dtype_name(),
         default_steps=settings.default_steps,
     )
+
+
+async def serve(
+    settings: WorkerSettings,
+    load: Callable[[WorkerSettings], DiffusionRunner] = load_runner,
+    host: ServiceHost | None = None,
+) -> None:
+    """Bind first (health answers NOT_SERVING while the weights load), then serve until SIGTERM.
+
+    `load` and `host` are seams for tests that hold the load back or stop the server directly.
+    """
+    host = host or ServiceHost(settings, [SERVICE_NAME])
+    servicer = WorkerServicer()
+    worker_pb2_grpc.add_WorkerServicer_to_server(servicer, host.server)
+    await host.start()
+    runner = await asyncio.to_thread(load, settings)
     engine = WorkerEngine(runner, settings)
     if settings.warmup:
         profile = await engine.warm_up()

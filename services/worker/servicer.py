@@ -7,12 +7,12 @@ import contextlib
 from collections.abc import AsyncIterator
 
 from grpc import aio
-from modm.services.worker.engine import Queued, Started, StepDone, WorkerEngine, WorkerEvent
-from modm.services.worker.jobs import GeneratedImage
-from modm.services.worker.validation import RawRequest
 
 from modm.errors import Unavailable
 from modm.images import ImageFormat
+from modm.services.worker.engine import Queued, Started, StepDone, WorkerEngine, WorkerEvent
+from modm.services.worker.jobs import GeneratedImage
+from modm.services.worker.validation import RawRequest
 from modm.v1 import common_pb2, worker_pb2, worker_pb2_grpc
 
 FORMAT_FROM_PROTO = {

@@ -6,10 +6,9 @@ import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from modm.services.worker.jobs import GenerationJob, JobKind
-
 from modm.errors import InvalidArgument
 from modm.images import ImageFormat, decode_image
+from modm.services.worker.jobs import GenerationJob, JobKind
 
 
 @dataclass(frozen=True)

@@ -4,9 +4,9 @@ import asyncio
 from collections.abc import Sequence
 
 import pytest
-from modm.services.worker.batching import BatchStats, DynamicBatcher
 
 from modm.errors import ResourceExhausted, Unavailable
+from modm.services.worker.batching import BatchStats, DynamicBatcher
 
 
 class Recorder:

@@ -4,13 +4,13 @@ import io
 import math
 
 import pytest
-from modm.services.worker.families import FAMILIES
-from modm.services.worker.jobs import JobKind
-from modm.services.worker.validation import RawRequest, RequestLimits, validate
 from PIL import Image
 
 from modm.errors import InvalidArgument
 from modm.images import ImageFormat
+from modm.services.worker.families import FAMILIES
+from modm.services.worker.jobs import JobKind
+from modm.services.worker.validation import RawRequest, RequestLimits, validate
 
 LIMITS = RequestLimits(
     max_prompt_chars=100,

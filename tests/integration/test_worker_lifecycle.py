@@ -1,0 +1,262 @@
+"""Batching, admission, bad input, readiness and draining of a real worker on a tiny pipeline."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import threading
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from modm.grpc_errors import RETRY_AFTER_KEY
+from modm.services.worker.pipeline import DiffusionRunner
+from modm.services.worker.server import SERVICE_NAME, load_runner, serve
+from modm.services.worker.settings import WorkerSettings
+from modm.serving import ServiceHost
+from modm.v1 import common_pb2, worker_pb2, worker_pb2_grpc
+from tests.procs import ServiceProcess, free_port, health_status, start_worker
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+FAMILY = "sd"  # the cheapest tiny family; nothing here depends on the family
+TIMEOUT = 120
+
+
+def t2i(**params: object) -> worker_pb2.TextToImageRequest:
+    return worker_pb2.TextToImageRequest(params=common_pb2.GenerationParams(**params))  # type: ignore[arg-type]
+
+
+def code_and_details(call: Callable[[], object]) -> tuple[grpc.StatusCode, str]:
+    with pytest.raises(grpc.RpcError) as info:
+        call()
+    return info.value.code(), info.value.details()
+
+
+@pytest.fixture(scope="module")
+def batching_worker(tiny_model: Callable[[str], Path], log_dir: Path) -> Iterator[tuple[ServiceProcess, int]]:
+    metrics_port = free_port()
+    worker = start_worker(
+        tiny_model(FAMILY),
+        log_dir,
+        max_batch_size=4,
+        batch_window_ms=300,
+        metrics_port=metrics_port,
+        max_queue=32,
+        log_format="text",
+        max_init_image_mb=1,
+    )
+    try:
+        worker.wait_serving()
+        yield worker, metrics_port
+    finally:
+        assert worker.stop() == 0, worker.log_tail()
+
+
+def scrape(port: int, name: str) -> float:
+    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
+    return sum(
+        float(line.split()[-1])
+        for line in text.splitlines()
+        if line.startswith(name + " ") or line.startswith(name + "{")
+    )
+
+
+def test_concurrent_requests_share_pipeline_calls(batching_worker: tuple[ServiceProcess, int]) -> None:
+    worker, metrics_port = batching_worker
+    stub = worker_pb2_grpc.WorkerStub(grpc.insecure_channel(worker.address))
+    batches_before = scrape(metrics_port, "modm_worker_batch_size_count")
+    with ThreadPoolExecutor(8) as pool:
+        results = list(
+            pool.map(
+                lambda i: stub.TextToImage(t2i(prompt=f"cat {i}", seed=i, steps=2), timeout=TIMEOUT), range(8)
+            )
+        )
+    batches = scrape(metrics_port, "modm_worker_batch_size_count") - batches_before
+    assert len({r.image for r in results}) == 8
+    assert max(r.batch_size for r in results) > 1
+    assert batches < 8, f"8 concurrent requests ran as {batches} pipeline calls"
+    # A batched image equals the same request served alone: batching never changes results.
+    alone = stub.TextToImage(t2i(prompt="cat 3", seed=3, steps=2), timeout=TIMEOUT)
+    assert alone.batch_size == 1
+    assert scrape(metrics_port, 'modm_worker_requests_total{kind="text_to_image",outcome="OK"}') >= 9
+    batched = next(r for r in results if r.seed == 3)
+    assert _pixels_close(batched.image, alone.image)
+
+
+def _pixels_close(a: bytes, b: bytes, tolerance: int = 2) -> bool:
+    import io
+
+    from PIL import Image, ImageChops
+
+    diff = ImageChops.difference(
+        Image.open(io.BytesIO(a)).convert("RGB"), Image.open(io.BytesIO(b)).convert("RGB")
+    )
+    return max(channel_max for _, channel_max in diff.getextrema()) <= tolerance
+
+
+@pytest.mark.parametrize(
+    ("request_message", "field"),
+    [
+        (t2i(prompt=""), "params.prompt"),
+        (t2i(prompt="x" * 2001), "params.prompt"),
+        (t2i(prompt="ok", width=100), "params.width"),
+        (t2i(prompt="ok", height=100_000), "params.height"),
+        (t2i(prompt="ok", steps=151), "params.steps"),
+        (t2i(prompt="ok", guidance_scale=-3), "params.guidance_scale"),
+        (t2i(prompt="ok", guidance_scale=float("nan")), "params.guidance_scale"),
+        (
+            worker_pb2.ImageToImageRequest(
+                params=common_pb2.GenerationParams(prompt="ok"), init_image=b"junk", strength=0.5
+            ),
+            "init_image",
+        ),
+        (
+            worker_pb2.ImageToImageRequest(
+                params=common_pb2.GenerationParams(prompt="ok"), init_image=b"\x89PNG\r\n", strength=0.5
+            ),
+            "init_image",
+        ),
+        (
+            worker_pb2.ImageToImageRequest(
+                params=common_pb2.GenerationParams(prompt="ok"), init_image=b"x" * 2_000_000, strength=0.5
+            ),
+            "init_image",
+        ),
+        (
+            worker_pb2.ImageToImageRequest(params=common_pb2.GenerationParams(prompt="ok"), strength=0.5),
+            "init_image",
+        ),
+        (
+            worker_pb2.ImageToImageRequest(
+                params=common_pb2.GenerationParams(prompt="ok"), init_image=b"x", strength=1.5
+            ),
+            "strength",
+        ),
+    ],
+)
+def test_bad_input_names_the_field(
+    batching_worker: tuple[ServiceProcess, int], request_message: object, field: str
+) -> None:
+    worker, _ = batching_worker
+    stub = worker_pb2_grpc.WorkerStub(grpc.insecure_channel(worker.address))
+    method = (
+        stub.ImageToImage if isinstance(request_message, worker_pb2.ImageToImageRequest) else stub.TextToImage
+    )
+    code, details = code_and_details(lambda: method(request_message, timeout=TIMEOUT))
+    assert code == grpc.StatusCode.INVALID_ARGUMENT
+    assert details.startswith(field + ":"), details
+    assert health_status(worker.address) == health_pb2.HealthCheckResponse.SERVING
+
+
+def test_oversized_message_is_refused_and_the_worker_lives(
+    batching_worker: tuple[ServiceProcess, int],
+) -> None:
+    worker, _ = batching_worker
+    stub = worker_pb2_grpc.WorkerStub(
+        grpc.insecure_channel(worker.address, options=[("grpc.max_send_message_length", 64 * 1024 * 1024)])
+    )
+    huge = t2i(prompt="x" * (40 * 1024 * 1024))
+    code, _ = code_and_details(lambda: stub.TextToImage(huge, timeout=TIMEOUT))
+    assert code == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert stub.Info(worker_pb2.InfoRequest(), timeout=10).family == FAMILY
+
+
+def test_full_queue_answers_resource_exhausted_with_retry_hint(
+    tiny_model: Callable[[str], Path], log_dir: Path
+) -> None:
+    worker = start_worker(
+        tiny_model(FAMILY), log_dir, max_batch_size=1, batch_window_ms=0, max_queue=1, log_format="text"
+    )
+    try:
+        worker.wait_serving()
+        stub = worker_pb2_grpc.WorkerStub(grpc.insecure_channel(worker.address))
+        calls = [
+            stub.TextToImage.future(t2i(prompt=f"dog {i}", steps=30, seed=i), timeout=TIMEOUT)
+            for i in range(6)
+        ]
+        refused = []
+        for call in calls:
+            try:
+                call.result()
+            except grpc.RpcError as error:
+                refused.append(error)
+        assert refused, "six concurrent requests fit a queue of one"
+        assert len(refused) < 6
+        for error in refused:
+            assert error.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+            hints = dict(error.trailing_metadata() or ())
+            assert float(hints[RETRY_AFTER_KEY]) >= 1.0
+    finally:
+        assert worker.stop() == 0, worker.log_tail()
+
+
+def test_sigterm_drains_in_flight_requests(tiny_model: Callable[[str], Path], log_dir: Path) -> None:
+    worker = start_worker(
+        tiny_model(FAMILY),
+        log_dir,
+        max_batch_size=1,
+        batch_window_ms=0,
+        grace_seconds=60,
+        drain_delay_seconds=1,
+        log_format="text",
+    )
+    worker.wait_serving()
+    channel = grpc.insecure_channel(worker.address)
+    stub = worker_pb2_grpc.WorkerStub(channel)
+    streams = [
+        stub.TextToImageStream(t2i(prompt=f"slow {i}", steps=60, seed=i), timeout=TIMEOUT) for i in range(2)
+    ]
+    first_events = [next(stream) for stream in streams]  # both admitted
+    assert all(event.HasField("queued") for event in first_events)
+    worker.proc.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + 10
+    while health_status(worker.address) != health_pb2.HealthCheckResponse.NOT_SERVING:
+        assert time.monotonic() < deadline, "health never turned NOT_SERVING"
+        time.sleep(0.05)
+    results = [[event for event in stream if event.HasField("result")] for stream in streams]
+    assert all(len(r) == 1 and r[0].result.steps_run == 60 for r in results)
+    code, _ = code_and_details(lambda: stub.TextToImage(t2i(prompt="late"), timeout=10))
+    assert code == grpc.StatusCode.UNAVAILABLE
+    assert worker.proc.wait(60) == 0, worker.log_tail()
+
+
+async def test_not_serving_and_unavailable_until_loaded(tiny_model: Callable[[str], Path]) -> None:
+    settings = WorkerSettings(model=str(tiny_model(FAMILY)), port=free_port(), log_format="text")
+    release = threading.Event()
+
+    def held_load(s: WorkerSettings) -> DiffusionRunner:
+        release.wait(60)
+        return load_runner(s)
+
+    host = ServiceHost(settings, [SERVICE_NAME], handle_signals=False)
+    server = asyncio.create_task(serve(settings, held_load, host))
+    address = f"127.0.0.1:{settings.port}"
+    async with grpc.aio.insecure_channel(address) as channel:
+        health = health_pb2_grpc.HealthStub(channel)
+        stub = worker_pb2_grpc.WorkerStub(channel)
+        request = health_pb2.HealthCheckRequest(service=SERVICE_NAME)
+        for _ in range(100):
+            try:
+                status = (await health.Check(request, timeout=2)).status
+                break
+            except grpc.aio.AioRpcError:
+                await asyncio.sleep(0.05)
+        assert status == health_pb2.HealthCheckResponse.NOT_SERVING
+        with pytest.raises(grpc.aio.AioRpcError) as info:
+            await stub.Info(worker_pb2.InfoRequest(), timeout=5)
+        assert info.value.code() == grpc.StatusCode.UNAVAILABLE
+        release.set()
+        for _ in range(600):
+            if (await health.Check(request, timeout=2)).status == health_pb2.HealthCheckResponse.SERVING:
+                break
+            await asyncio.sleep(0.1)
+        assert (await stub.Info(worker_pb2.InfoRequest(), timeout=5)).seconds_per_step > 0
+    host.request_stop()
+    await asyncio.wait_for(server, 60)
