@@ -60,8 +60,15 @@ def _img2img_twin(pipe: DiffusionPipeline) -> DiffusionPipeline:
 
 
 def _default_side(pipe: DiffusionPipeline) -> int:
+    """The model's native resolution, as its pipeline computes it when no size is given.
+
+    FLUX hard-codes 1024 px in its pipeline; its VAE config records the same native size, and
+    is the only place a smaller model (the tiny ones) can say otherwise.
+    """
     denoiser = getattr(pipe, "transformer", None) or pipe.unet
-    sample = getattr(pipe, "default_sample_size", None) or denoiser.config.sample_size
+    sample = denoiser.config.get("sample_size")
+    if sample is None:
+        return int(pipe.vae.config.sample_size)
     return int(sample) * int(pipe.vae_scale_factor)
 
 
@@ -91,7 +98,7 @@ class DiffusionRunner:
         cls, model: str, *, device: str, dtype: str, default_steps: int | None = None
     ) -> DiffusionRunner:
         started = time.monotonic()
-        pipe = DiffusionPipeline.from_pretrained(model, torch_dtype=TORCH_DTYPES[dtype], use_safetensors=True)
+        pipe = DiffusionPipeline.from_pretrained(model, dtype=TORCH_DTYPES[dtype], use_safetensors=True)
         pipe.to(device)
         pipe.set_progress_bar_config(disable=True)
         family = family_for(type(pipe).__name__)

@@ -1,51 +1,30 @@
-"""The tiny pipelines must load and generate like hub models, since the worker's tests stand on them."""
+"""The tiny pipelines load and generate through the worker's runner exactly like hub models.
+
+The worker's service tests stand on these models, so this checks them in-process first: the
+saved folder, reproducible builds, batches, seeds, img2img for every family, unicode prompts and
+negative prompts where the family has them.
+"""
 
 from __future__ import annotations
 
+import dataclasses
+import io
 import json
 import pathlib
 from collections.abc import Callable
 
 import pytest
+from PIL import Image
 
-torch = pytest.importorskip("torch")
-diffusers = pytest.importorskip("diffusers")
-
-from diffusers import AutoPipelineForImage2Image, DiffusionPipeline  # noqa: E402
-from PIL import Image  # noqa: E402
-
-from modm.services.worker.tiny import (  # noqa: E402
-    CALL_KWARGS,
-    DEFAULT_SIZE,
-    IMG2IMG_CLASS,
-    NEGATIVE_PROMPT,
-    TINY_FAMILIES,
-    build_tiny,
-)
-from modm.services.worker.tiny.families import FAMILIES  # noqa: E402
+from modm.images import ImageFormat
+from modm.services.worker.jobs import GenerationJob, JobKind
+from modm.services.worker.pipeline import DiffusionRunner
+from modm.services.worker.tiny import DEFAULT_SIZE, TINY_FAMILIES, build_tiny
+from modm.services.worker.tiny.families import FAMILIES
 
 pytestmark = [pytest.mark.slow]
 
 PROMPTS = ["a photo of a red cat on the beach", "an old castle under a starry sky"]
-# Families whose text-to-image class diffusers' own AutoPipelineForImage2Image maps to an img2img class.
-AUTO_IMG2IMG = {"sd3", "flux", "sdxl", "sd"}
-
-
-def generators(*seeds: int) -> list[torch.Generator]:
-    return [torch.Generator().manual_seed(seed) for seed in seeds]
-
-
-def generate(pipe: DiffusionPipeline, family: str, **kwargs) -> list[Image.Image]:
-    kwargs = {
-        "num_inference_steps": 2,
-        "height": DEFAULT_SIZE,
-        "width": DEFAULT_SIZE,
-        "guidance_scale": 4.0,
-        "output_type": "pil",
-        **CALL_KWARGS[family],
-        **kwargs,
-    }
-    return pipe(**kwargs).images
 
 
 @pytest.fixture(scope="module", params=TINY_FAMILIES)
@@ -59,15 +38,30 @@ def model_dir(family: str, tiny_model: Callable[[str], pathlib.Path]) -> pathlib
 
 
 @pytest.fixture(scope="module")
-def pipe(model_dir: pathlib.Path) -> DiffusionPipeline:
-    pipeline = DiffusionPipeline.from_pretrained(model_dir, use_safetensors=True)
-    pipeline.set_progress_bar_config(disable=True)
-    return pipeline
+def runner(model_dir: pathlib.Path) -> DiffusionRunner:
+    return DiffusionRunner.load(str(model_dir), device="cpu", dtype="fp32")
 
 
-@pytest.fixture(scope="module")
-def batch(pipe: DiffusionPipeline, family: str) -> list[Image.Image]:
-    return generate(pipe, family, prompt=PROMPTS, generator=generators(1, 2))
+def job(runner: DiffusionRunner, prompt: str, seed: int, steps: int = 2, **changes: object) -> GenerationJob:
+    fields: dict[str, object] = dict(
+        kind=JobKind.TEXT_TO_IMAGE,
+        prompt=prompt,
+        negative_prompt=None,
+        width=DEFAULT_SIZE,
+        height=DEFAULT_SIZE,
+        steps=steps,
+        guidance_scale=runner.facts.family.default_guidance,
+        seed=seed,
+        output_format=ImageFormat.PNG,
+        planned_steps=steps,
+    )
+    fields.update(changes)
+    return GenerationJob(**fields)  # type: ignore[arg-type]
+
+
+def run(runner: DiffusionRunner, *jobs: GenerationJob) -> list[Image.Image]:
+    images, _ = runner.generate(list(jobs), lambda step, total: None)
+    return images
 
 
 def test_saved_folder_is_a_small_safetensors_pipeline(family: str, model_dir: pathlib.Path) -> None:
@@ -89,60 +83,63 @@ def test_build_is_reproducible_from_the_seed(family: str, tmp_path: pathlib.Path
     assert weights(1) != first
 
 
-def test_loads_as_its_pipeline_class(family: str, pipe: DiffusionPipeline) -> None:
-    assert type(pipe) is FAMILIES[family].pipeline
+def test_runner_knows_the_family(family: str, runner: DiffusionRunner) -> None:
+    facts = runner.facts
+    assert facts.family.name == family
+    assert (facts.default_width, facts.default_height) == (DEFAULT_SIZE, DEFAULT_SIZE)
+    assert DEFAULT_SIZE % facts.size_multiple == 0
 
 
-def test_txt2img_batch_gives_one_image_per_prompt(batch: list[Image.Image]) -> None:
+def test_batch_seeds_and_img2img(runner: DiffusionRunner) -> None:
+    batch = run(runner, job(runner, PROMPTS[0], 1), job(runner, PROMPTS[1], 2))
     assert [image.size for image in batch] == [(DEFAULT_SIZE, DEFAULT_SIZE)] * 2
     assert batch[0].tobytes() != batch[1].tobytes()
+    again = run(runner, job(runner, PROMPTS[0], 1))[0]
+    assert again.tobytes() == run(runner, job(runner, PROMPTS[0], 1))[0].tobytes()
 
-
-def test_same_seed_gives_identical_bytes(family: str, pipe: DiffusionPipeline) -> None:
-    first, second = (generate(pipe, family, prompt=PROMPTS[0], generator=generators(7))[0] for _ in range(2))
-    assert first.tobytes() == second.tobytes()
-
-
-def test_img2img_batch_from_txt2img_output(
-    family: str, pipe: DiffusionPipeline, batch: list[Image.Image]
-) -> None:
-    name = IMG2IMG_CLASS.get(type(pipe).__name__)
-    if name is None:
-        pytest.skip(f"diffusers {diffusers.__version__} has no image-to-image pipeline for {family}")
-    img2img = getattr(diffusers, name).from_pipe(pipe)
-    images = generate(img2img, family, prompt=PROMPTS, image=batch, strength=0.5, generator=generators(3, 4))
+    strength = 0.5
+    planned = runner.facts.family.img2img_steps(4, strength)
+    refine = [
+        job(
+            runner,
+            prompt,
+            seed,
+            steps=4,
+            kind=JobKind.IMAGE_TO_IMAGE,
+            strength=strength,
+            init_image=init,
+            planned_steps=planned,
+        )
+        for prompt, seed, init in zip(PROMPTS, (3, 4), batch, strict=True)
+    ]
+    images, steps_run = runner.generate(refine, lambda step, total: None)
+    assert steps_run == planned
     assert [image.size for image in images] == [(DEFAULT_SIZE, DEFAULT_SIZE)] * 2
-    assert images[0].tobytes() != batch[0].tobytes()
+    swapped = run(runner, dataclasses.replace(refine[0], init_image=batch[1]))
+    assert swapped[0].tobytes() != images[0].tobytes(), "the init image must matter"
 
 
-def test_auto_img2img_agrees_with_img2img_class(family: str, pipe: DiffusionPipeline) -> None:
-    if family not in AUTO_IMG2IMG:
-        with pytest.raises(ValueError):
-            AutoPipelineForImage2Image.from_pipe(pipe)
-        return
-    assert type(AutoPipelineForImage2Image.from_pipe(pipe)).__name__ == IMG2IMG_CLASS[type(pipe).__name__]
-
-
-def test_unicode_prompt(family: str, pipe: DiffusionPipeline) -> None:
+def test_unicode_prompt(runner: DiffusionRunner) -> None:
     prompt = "🐱🚀 Ünïcödé 日本語の猫, «quoted» <tag>\n\ttabs — and a zebraunicorn"
-    images = generate(pipe, family, prompt=prompt, num_inference_steps=1, generator=generators(5))
-    assert len(images) == 1
+    assert len(run(runner, job(runner, prompt, 5, steps=1))) == 1
 
 
-def test_negative_prompt_per_prompt(family: str, pipe: DiffusionPipeline) -> None:
-    if family not in NEGATIVE_PROMPT:
-        pytest.skip(f"{family} does not honour negative prompts")
-    images = generate(
-        pipe,
-        family,
-        prompt=PROMPTS,
-        negative_prompt=["blurry", "low quality, ugly"],
-        num_inference_steps=1,
-        generator=generators(1, 2),
-    )
-    assert len(images) == 2
+def test_negative_prompts_where_the_family_has_them(runner: DiffusionRunner) -> None:
+    if not runner.facts.family.supports_negative_prompt:
+        pytest.skip(f"{runner.facts.family.name} has no negative guidance")
+    plain = run(runner, job(runner, PROMPTS[0], 1, steps=1))[0]
+    steered = run(runner, job(runner, PROMPTS[0], 1, steps=1, negative_prompt="blurry, low quality"))[0]
+    assert steered.tobytes() != plain.tobytes()
 
 
 def test_unknown_family_is_rejected(tmp_path: pathlib.Path) -> None:
     with pytest.raises(ValueError, match="unknown tiny family"):
         build_tiny("sd9", tmp_path)
+
+
+def test_png_round_trip_of_a_generated_image(runner: DiffusionRunner) -> None:
+    from modm.images import encode_image
+
+    image = run(runner, job(runner, PROMPTS[0], 9, steps=1))[0]
+    decoded = Image.open(io.BytesIO(encode_image(image, ImageFormat.PNG)))
+    assert decoded.convert("RGB").tobytes() == image.convert("RGB").tobytes()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import io
 import signal
 import threading
 import time
@@ -14,6 +15,8 @@ from pathlib import Path
 import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+from PIL import Image
 
 from modm.grpc_errors import RETRY_AFTER_KEY
 from modm.services.worker.pipeline import DiffusionRunner
@@ -91,9 +94,7 @@ def test_concurrent_requests_share_pipeline_calls(batching_worker: tuple[Service
 
 
 def _pixels_close(a: bytes, b: bytes, tolerance: int = 2) -> bool:
-    import io
-
-    from PIL import Image, ImageChops
+    from PIL import ImageChops
 
     diff = ImageChops.difference(
         Image.open(io.BytesIO(a)).convert("RGB"), Image.open(io.BytesIO(b)).convert("RGB")
@@ -260,3 +261,27 @@ async def test_not_serving_and_unavailable_until_loaded(tiny_model: Callable[[st
         assert (await stub.Info(worker_pb2.InfoRequest(), timeout=5)).seconds_per_step > 0
     host.request_stop()
     await asyncio.wait_for(server, 60)
+
+
+def test_output_formats_and_reflection(batching_worker: tuple[ServiceProcess, int]) -> None:
+    worker, _ = batching_worker
+    stub = worker_pb2_grpc.WorkerStub(grpc.insecure_channel(worker.address))
+    for proto_format, pil_format in [
+        (common_pb2.IMAGE_FORMAT_PNG, "PNG"),
+        (common_pb2.IMAGE_FORMAT_WEBP, "WEBP"),
+        (common_pb2.IMAGE_FORMAT_JPEG, "JPEG"),
+    ]:
+        result = stub.TextToImage(
+            t2i(prompt="a boat", seed=1, steps=1, output_format=proto_format), timeout=TIMEOUT
+        )
+        assert Image.open(io.BytesIO(result.image)).format == pil_format and result.format == proto_format
+
+    with grpc.insecure_channel(worker.address) as channel:
+        reflection = reflection_pb2_grpc.ServerReflectionStub(channel)
+        responses = reflection.ServerReflectionInfo(
+            iter([reflection_pb2.ServerReflectionRequest(list_services="")])
+        )
+        names = {
+            service.name for response in responses for service in response.list_services_response.service
+        }
+    assert {"modm.v1.Worker", "grpc.health.v1.Health"} <= names

@@ -9,7 +9,6 @@ from pathlib import Path
 import grpc
 import pytest
 from grpc_health.v1 import health_pb2
-from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from PIL import Image
 
 from modm.services.worker.families import FAMILIES
@@ -101,29 +100,3 @@ def test_every_family_serves_every_rpc(family_worker: tuple[str, ServiceProcess]
     assert kinds == ["queued", "started", "step", "step", "step", "result"]
     assert [event.step.step for event in events if event.HasField("step")] == [1, 2, 3]
     assert events[-1].result.steps_run == 3
-
-
-def test_output_formats_and_reflection(family_worker: tuple[str, ServiceProcess]) -> None:
-    family, worker = family_worker
-    if family != TINY_FAMILIES[0]:
-        pytest.skip("format handling does not depend on the family")
-    stub = stub_for(worker)
-    for proto_format, pil_format in [
-        (common_pb2.IMAGE_FORMAT_PNG, "PNG"),
-        (common_pb2.IMAGE_FORMAT_WEBP, "WEBP"),
-        (common_pb2.IMAGE_FORMAT_JPEG, "JPEG"),
-    ]:
-        result = stub.TextToImage(
-            t2i(prompt="a boat", seed=1, steps=1, output_format=proto_format), timeout=TIMEOUT
-        )
-        assert decode(result).format == pil_format and result.format == proto_format
-
-    with grpc.insecure_channel(worker.address) as channel:
-        reflection = reflection_pb2_grpc.ServerReflectionStub(channel)
-        responses = reflection.ServerReflectionInfo(
-            iter([reflection_pb2.ServerReflectionRequest(list_services="")])
-        )
-        names = {
-            service.name for response in responses for service in response.list_services_response.service
-        }
-    assert {"modm.v1.Worker", "grpc.health.v1.Health"} <= names

@@ -1,4 +1,7 @@
-"""One builder per pipeline family, plus what a caller must know to drive each tiny pipeline.
+"""One builder per pipeline family.
+
+How to drive each family (size multiples, img2img classes, call arguments) is the worker's
+knowledge (`modm.services.worker.families` and `.pipeline`), not repeated here.
 
 Every tiny family is sized for 128x128 pixels, so an image made by one family can be refined by
 another at the same size. SD3 and FLUX get far deeper transformers (36 joint blocks; 10 double and
@@ -9,7 +12,7 @@ times what it costs the other families, as SD3.5-Large does against SDXL on real
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from diffusers import (
@@ -18,20 +21,15 @@ from diffusers import (
     DPMSolverMultistepScheduler,
     EulerDiscreteScheduler,
     FlowMatchEulerDiscreteScheduler,
-    FluxImg2ImgPipeline,
     FluxPipeline,
     FluxTransformer2DModel,
     SanaPipeline,
-    SanaSprintImg2ImgPipeline,
     SanaSprintPipeline,
     SanaTransformer2DModel,
     SCMScheduler,
     SD3Transformer2DModel,
-    StableDiffusion3Img2ImgPipeline,
     StableDiffusion3Pipeline,
-    StableDiffusionImg2ImgPipeline,
     StableDiffusionPipeline,
-    StableDiffusionXLImg2ImgPipeline,
     StableDiffusionXLPipeline,
     UNet2DConditionModel,
 )
@@ -49,14 +47,8 @@ SD_BETAS: dict[str, Any] = {"beta_start": 0.00085, "beta_end": 0.012, "beta_sche
 
 @dataclass(frozen=True)
 class TinyFamily:
-    """A tiny family: its builder and the call conventions that differ between families."""
-
     pipeline: type[DiffusionPipeline]
     components: Callable[[], dict[str, Any]]  # fresh modules, drawn from torch's global RNG
-    multiple: int  # width and height must be multiples of this many pixels
-    img2img: type[DiffusionPipeline] | None  # None where diffusers has no image-to-image class
-    negative_prompt: bool  # whether `negative_prompt` (a string or one per prompt) is honoured
-    call_kwargs: dict[str, Any] = field(default_factory=dict)  # pass on every call
 
 
 def _unet(**conditioning: Any) -> UNet2DConditionModel:
@@ -205,56 +197,11 @@ def _sana_sprint() -> dict[str, Any]:
     )
 
 
-# Binning would snap a tiny SANA's 128 px to a 512-1024 px bin; the tiny transformers' sample_size
-# matches no bin, so a call that leaves binning on fails loudly ("Invalid sample size") instead.
-_NO_BINNING: dict[str, Any] = {"use_resolution_binning": False}
-# SANA-Sprint's default intermediate timestep only exists for exactly two steps.
-_SPRINT_KWARGS: dict[str, Any] = {**_NO_BINNING, "intermediate_timesteps": None}
-
 FAMILIES: dict[str, TinyFamily] = {
-    "sd3": TinyFamily(
-        pipeline=StableDiffusion3Pipeline,
-        components=_sd3,
-        multiple=16,  # 8x VAE times 2x2 patches
-        img2img=StableDiffusion3Img2ImgPipeline,
-        negative_prompt=True,
-    ),
-    "flux": TinyFamily(
-        pipeline=FluxPipeline,
-        components=_flux,
-        multiple=16,  # 8x VAE times 2x2 latent packing
-        img2img=FluxImg2ImgPipeline,
-        # Guidance-distilled: a negative prompt only acts with true_cfg_scale > 1, at twice the cost.
-        negative_prompt=False,
-    ),
-    "sdxl": TinyFamily(
-        pipeline=StableDiffusionXLPipeline,
-        components=_sdxl,
-        multiple=8,
-        img2img=StableDiffusionXLImg2ImgPipeline,
-        negative_prompt=True,
-    ),
-    "sana": TinyFamily(
-        pipeline=SanaPipeline,
-        components=_sana,
-        multiple=32,
-        img2img=None,
-        negative_prompt=True,
-        call_kwargs=_NO_BINNING,
-    ),
-    "sana_sprint": TinyFamily(
-        pipeline=SanaSprintPipeline,
-        components=_sana_sprint,
-        multiple=32,
-        img2img=SanaSprintImg2ImgPipeline,
-        negative_prompt=False,  # its __call__ has no negative_prompt at all
-        call_kwargs=_SPRINT_KWARGS,
-    ),
-    "sd": TinyFamily(
-        pipeline=StableDiffusionPipeline,
-        components=_sd,
-        multiple=8,
-        img2img=StableDiffusionImg2ImgPipeline,
-        negative_prompt=True,
-    ),
+    "sd3": TinyFamily(StableDiffusion3Pipeline, _sd3),
+    "flux": TinyFamily(FluxPipeline, _flux),
+    "sdxl": TinyFamily(StableDiffusionXLPipeline, _sdxl),
+    "sana": TinyFamily(SanaPipeline, _sana),
+    "sana_sprint": TinyFamily(SanaSprintPipeline, _sana_sprint),
+    "sd": TinyFamily(StableDiffusionPipeline, _sd),
 }
