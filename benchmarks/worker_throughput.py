@@ -65,7 +65,7 @@ async def through_grpc(address: str, images: int, concurrency: int, steps: int) 
             params = common_pb2.GenerationParams(prompt=f"a photo number {i}", steps=steps, seed=i)
             await stub.TextToImage(worker_pb2.TextToImageRequest(params=params), timeout=600)
 
-        await one(-1)  # warm
+        await one(images)  # warm
         started = time.perf_counter()
         for i in range(0, images, concurrency):
             await asyncio.gather(*(one(j) for j in range(i, min(i + concurrency, images))))
