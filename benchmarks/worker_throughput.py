@@ -1,7 +1,8 @@
 """Images/s of a tiny large and a tiny small pipeline, in-process versus through gRPC.
 
-Both paths run in the same invocation on the same machine, so the ratio between them is the
-number to quote (this machine is noisy; absolute numbers are only indicative). Writes
+Both paths run in the same invocation on the same machine, alternating for several rounds, and
+each is reported as its median round, so the ratio between them is the number to quote (this
+machine is noisy; absolute numbers are only indicative). Writes
 bench-out/worker_throughput.{json,md}.
 
     .venv/bin/python benchmarks/worker_throughput.py [--images 16] [--max-batch 4]
@@ -13,6 +14,7 @@ import argparse
 import asyncio
 import json
 import os
+import statistics
 import sys
 import tempfile
 import time
@@ -58,6 +60,7 @@ def in_process(runner: DiffusionRunner, images: int, batch: int, steps: int) -> 
 
 
 async def through_grpc(address: str, images: int, concurrency: int, steps: int) -> float:
+    """Images/s with `concurrency` requests in flight, so the worker's batcher can fill."""
     async with grpc.aio.insecure_channel(address) as channel:
         stub = worker_pb2_grpc.WorkerStub(channel)
 
@@ -77,6 +80,7 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=16)
     parser.add_argument("--max-batch", type=int, default=4)
     parser.add_argument("--steps", type=int, default=8)
+    parser.add_argument("--rounds", type=int, default=3, help="alternating rounds per path; medians reported")
     parser.add_argument("--out", type=Path, default=ROOT / "bench-out")
     args = parser.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -96,8 +100,11 @@ def main() -> None:
             try:
                 worker.wait_serving()
                 for batch in sorted({1, args.max_batch}):
-                    direct = in_process(runner, args.images, batch, args.steps)
-                    remote = asyncio.run(through_grpc(worker.address, args.images, batch, args.steps))
+                    directs, remotes = [], []
+                    for _ in range(args.rounds):
+                        directs.append(in_process(runner, args.images, batch, args.steps))
+                        remotes.append(asyncio.run(through_grpc(worker.address, args.images, batch, args.steps)))
+                    direct, remote = statistics.median(directs), statistics.median(remotes)
                     rows.append(
                         {
                             "role": role,

@@ -13,6 +13,7 @@ import logging
 import signal
 from collections.abc import Sequence
 
+import grpc
 from grpc import aio
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
@@ -30,12 +31,21 @@ class ServiceHost:
     """One gRPC server plus its health, reflection, metrics and shutdown behaviour."""
 
     def __init__(
-        self, settings: ServiceSettings, service_names: Sequence[str], *, handle_signals: bool = True
+        self,
+        settings: ServiceSettings,
+        service_names: Sequence[str],
+        *,
+        handle_signals: bool = True,
+        interceptors: Sequence[aio.ServerInterceptor] = (),
+        credentials: grpc.ServerCredentials | None = None,
     ) -> None:
+        """`interceptors` run before the error mapping (e.g. authentication); `credentials`
+        switch the port to TLS."""
         limit = settings.max_message_mb * 1024 * 1024
         self.settings = settings
+        self._credentials = credentials
         self.server = aio.server(
-            interceptors=[ErrorMappingInterceptor()],
+            interceptors=[*interceptors, ErrorMappingInterceptor()],
             options=[
                 ("grpc.max_receive_message_length", limit),
                 ("grpc.max_send_message_length", limit),
@@ -60,7 +70,11 @@ class ServiceHost:
     async def start(self) -> int:
         """Bind and start answering (health says NOT_SERVING until `set_serving(True)`)."""
         await self.set_serving(False)
-        self.port = self.server.add_insecure_port(f"{self.settings.host}:{self.settings.port}")
+        address = f"{self.settings.host}:{self.settings.port}"
+        if self._credentials is not None:
+            self.port = self.server.add_secure_port(address, self._credentials)
+        else:
+            self.port = self.server.add_insecure_port(address)
         if self.port == 0:
             raise RuntimeError(f"could not bind {self.settings.host}:{self.settings.port}")
         await self.server.start()
@@ -77,9 +91,7 @@ class ServiceHost:
         return self.port
 
     async def set_serving(self, serving: bool) -> None:
-        status = (
-            health_pb2.HealthCheckResponse.SERVING if serving else health_pb2.HealthCheckResponse.NOT_SERVING
-        )
+        status = health_pb2.HealthCheckResponse.SERVING if serving else health_pb2.HealthCheckResponse.NOT_SERVING
         for name in self._names:
             await self._health.set(name, status)
 

@@ -7,7 +7,7 @@ module reads the environment at import time.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any, Literal, Self
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -32,6 +32,6 @@ class ServiceSettings(BaseSettings):
     max_message_mb: int = Field(32, ge=1, le=512, description="Largest gRPC message accepted or sent.")
 
     @classmethod
-    def load(cls, **overrides: Any) -> ServiceSettings:
+    def load(cls, **overrides: Any) -> Self:
         """Env vars, overridden by the non-None keyword arguments (the CLI flags)."""
         return cls(**{k: v for k, v in overrides.items() if v is not None})

@@ -35,9 +35,7 @@ def generate(out_root: Path) -> list[Path]:
     if protoc.main(args) != 0:
         raise SystemExit("protoc failed")
     pkg = out_root / PACKAGE_DIR
-    (pkg / "__init__.py").write_text(
-        '"""Generated gRPC stubs for the modm.v1 API (scripts/gen_protos.py)."""\n'
-    )
+    (pkg / "__init__.py").write_text('"""Generated gRPC stubs for the modm.v1 API (scripts/gen_protos.py)."""\n')
     return sorted(p.relative_to(pkg) for p in pkg.iterdir() if p.is_file())
 
 

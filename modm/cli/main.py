@@ -8,11 +8,15 @@ from __future__ import annotations
 
 import typer
 
-from modm.cli import models, worker
+from modm.cli import cache, generate, models, up, worker
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__.splitlines()[0])
 app.add_typer(models.app, name="models")
 app.command("worker")(worker.worker)
+app.command("generate")(generate.generate)
+app.command("stats")(generate.stats)
+app.command("up")(up.up)
+app.command("cache")(cache.cache)
 
 
 if __name__ == "__main__":

@@ -24,9 +24,7 @@ def worker(
     max_queue: Annotated[int | None, typer.Option(help="Waiting requests beyond this are refused.")] = None,
     default_steps: Annotated[int | None, typer.Option(help="Steps when a request names none.")] = None,
     log_format: Annotated[str | None, typer.Option(help="json or text.")] = None,
-    data_dir: Annotated[
-        Path | None, typer.Option(help="Where tiny models are kept (default ~/.modm).")
-    ] = None,
+    data_dir: Annotated[Path | None, typer.Option(help="Where tiny models are kept (default ~/.modm).")] = None,
 ) -> None:
     """Serve one pipeline; flags override MODM_WORKER_* environment variables."""
     from pydantic import ValidationError

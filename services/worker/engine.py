@@ -109,11 +109,7 @@ class WorkerEngine:
         kind = "image_to_image" if raw.init_image is not None else "text_to_image"
         try:
             # Decoding an init image is real work: keep it off the event loop.
-            job = (
-                await asyncio.to_thread(validate, raw, self.limits)
-                if raw.init_image
-                else validate(raw, self.limits)
-            )
+            job = await asyncio.to_thread(validate, raw, self.limits) if raw.init_image else validate(raw, self.limits)
             future, ahead = self._batcher.admit(_Submission(job, listener, time.monotonic()))
             metrics.QUEUE_DEPTH.set(self._batcher.in_flight)
             if listener is not None:

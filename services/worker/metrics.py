@@ -4,9 +4,7 @@ from __future__ import annotations
 
 from prometheus_client import Counter, Gauge, Histogram
 
-REQUESTS = Counter(
-    "modm_worker_requests_total", "Generation requests by kind and outcome.", ["kind", "outcome"]
-)
+REQUESTS = Counter("modm_worker_requests_total", "Generation requests by kind and outcome.", ["kind", "outcome"])
 QUEUE_DEPTH = Gauge("modm_worker_queue_depth", "Requests admitted and not yet answered.")
 BATCH_SIZE = Histogram(
     "modm_worker_batch_size", "Requests per pipeline call.", buckets=(1, 2, 3, 4, 6, 8, 12, 16, 32, 64)
@@ -22,7 +20,5 @@ STEP_SECONDS = Histogram(
     "Seconds per denoising step of a pipeline call.",
     buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
 )
-PROFILED_STEP_SECONDS = Gauge(
-    "modm_worker_profiled_step_seconds", "Profiled seconds per step at the default size."
-)
+PROFILED_STEP_SECONDS = Gauge("modm_worker_profiled_step_seconds", "Profiled seconds per step at the default size.")
 READY = Gauge("modm_worker_ready", "1 once the pipeline is loaded and warm.")

@@ -94,9 +94,7 @@ class DiffusionRunner:
         self.facts = facts
 
     @classmethod
-    def load(
-        cls, model: str, *, device: str, dtype: str, default_steps: int | None = None
-    ) -> DiffusionRunner:
+    def load(cls, model: str, *, device: str, dtype: str, default_steps: int | None = None) -> DiffusionRunner:
         started = time.monotonic()
         pipe = DiffusionPipeline.from_pretrained(model, dtype=TORCH_DTYPES[dtype], use_safetensors=True)
         pipe.to(device)
@@ -135,9 +133,7 @@ class DiffusionRunner:
         pipe = self._img2img if image_to_image else self._text2img
         steps_run = 0
 
-        def step_end(
-            p: DiffusionPipeline, index: int, timestep: Any, kwargs: dict[str, Any]
-        ) -> dict[str, Any]:
+        def step_end(p: DiffusionPipeline, index: int, timestep: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
             nonlocal steps_run
             steps_run = index + 1
             on_step(steps_run, int(p.num_timesteps))
@@ -170,11 +166,14 @@ class DiffusionRunner:
             images = pipe(**kwargs).images
         return list(images), steps_run
 
-    def profile(self, steps: tuple[int, int] = (2, 6)) -> Profile:
-        """Fit overhead + per-step cost from two timed runs, after one warm-up run."""
+    def profile(self, steps: tuple[int, int] = (2, 6), repeats: int = 2) -> Profile:
+        """Fit overhead + per-step cost from timed runs at two step counts, after a warm-up run.
+
+        Each point is the fastest of `repeats` runs: noise from neighbours only ever adds time.
+        """
         facts = self.facts
-        timings = []
-        for n in (steps[0], *steps):
+
+        def timed(n: int) -> float:
             job = GenerationJob(
                 JobKind.TEXT_TO_IMAGE,
                 "a warm-up photograph",
@@ -189,6 +188,9 @@ class DiffusionRunner:
             )
             started = time.perf_counter()
             self.generate([job], lambda step, total: None)
-            timings.append(time.perf_counter() - started)
-        per_step = max((timings[2] - timings[1]) / (steps[1] - steps[0]), 1e-6)
-        return Profile(seconds_per_step=per_step, overhead_seconds=max(timings[1] - steps[0] * per_step, 0.0))
+            return time.perf_counter() - started
+
+        timed(steps[0])
+        short, long = (min(timed(n) for _ in range(repeats)) for n in steps)
+        per_step = max((long - short) / (steps[1] - steps[0]), 1e-6)
+        return Profile(seconds_per_step=per_step, overhead_seconds=max(short - steps[0] * per_step, 0.0))

@@ -63,9 +63,7 @@ class SanaImg2ImgPipeline(SanaPipeline):
             mask = torch.cat([negative_mask, mask])
 
         timesteps = self._truncated_schedule(num_inference_steps, strength, device)
-        latents = self._noised_init_latents(
-            image, (height, width), timesteps[0], generator, len(prompts), device
-        )
+        latents = self._noised_init_latents(image, (height, width), timesteps[0], generator, len(prompts), device)
         extra_step_kwargs = self.prepare_extra_step_kwargs(generator, 0.0)
         self._num_timesteps = len(timesteps)
         dtype = self.transformer.dtype
@@ -110,9 +108,7 @@ class SanaImg2ImgPipeline(SanaPipeline):
         batch: int,
         device: torch.device,
     ) -> torch.Tensor:
-        pixels = self.image_processor.preprocess(image, height=size[0], width=size[1]).to(
-            device, self.vae.dtype
-        )
+        pixels = self.image_processor.preprocess(image, height=size[0], width=size[1]).to(device, self.vae.dtype)
         clean = self.vae.encode(pixels).latent.float() * self.vae.config.scaling_factor
         if clean.shape[0] != batch:
             clean = clean.repeat(batch // clean.shape[0], 1, 1, 1)

@@ -130,9 +130,7 @@ class WorkerServicer(worker_pb2_grpc.WorkerServicer):
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
 
-    async def Info(
-        self, request: worker_pb2.InfoRequest, context: aio.ServicerContext
-    ) -> worker_pb2.WorkerInfo:
+    async def Info(self, request: worker_pb2.InfoRequest, context: aio.ServicerContext) -> worker_pb2.WorkerInfo:
         facts = self._engine.runner.facts
         settings = self._engine.settings
         profile = self._engine.profile

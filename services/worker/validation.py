@@ -73,9 +73,7 @@ def _check_side(field: str, value: int, default: int, limits: RequestLimits) -> 
 def validate(raw: RawRequest, limits: RequestLimits, *, prefix: str = "params.") -> GenerationJob:
     """Validate every field; `prefix` names where the generation params sit in the message."""
     prompt = _check_text(f"{prefix}prompt", raw.prompt, limits.max_prompt_chars, required=True)
-    negative = _check_text(
-        f"{prefix}negative_prompt", raw.negative_prompt, limits.max_prompt_chars, required=False
-    )
+    negative = _check_text(f"{prefix}negative_prompt", raw.negative_prompt, limits.max_prompt_chars, required=False)
     if negative and not limits.supports_negative_prompt:
         raise InvalidArgument(f"{prefix}negative_prompt", "this model family has no negative guidance")
     width = _check_side(f"{prefix}width", raw.width, limits.default_width, limits)

@@ -21,9 +21,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 
 def test_build_tiny_writes_a_loadable_pipeline(tmp_path: Path) -> None:
-    result = CliRunner().invoke(
-        app, ["models", "build-tiny", "--family", "sd", "--out", str(tmp_path / "sd")]
-    )
+    result = CliRunner().invoke(app, ["models", "build-tiny", "--family", "sd", "--out", str(tmp_path / "sd")])
     assert result.exit_code == 0, result.output
     assert Path(result.stdout.strip().splitlines()[-1]) == tmp_path / "sd"
     assert DiffusionRunner.load(str(tmp_path / "sd"), device="cpu", dtype="fp32").facts.family.name == "sd"

@@ -77,9 +77,7 @@ def test_concurrent_requests_share_pipeline_calls(batching_worker: tuple[Service
     batches_before = scrape(metrics_port, "modm_worker_batch_size_count")
     with ThreadPoolExecutor(8) as pool:
         results = list(
-            pool.map(
-                lambda i: stub.TextToImage(t2i(prompt=f"cat {i}", seed=i, steps=2), timeout=TIMEOUT), range(8)
-            )
+            pool.map(lambda i: stub.TextToImage(t2i(prompt=f"cat {i}", seed=i, steps=2), timeout=TIMEOUT), range(8))
         )
     batches = scrape(metrics_port, "modm_worker_batch_size_count") - batches_before
     assert len({r.image for r in results}) == 8
@@ -96,9 +94,7 @@ def test_concurrent_requests_share_pipeline_calls(batching_worker: tuple[Service
 def _pixels_close(a: bytes, b: bytes, tolerance: int = 2) -> bool:
     from PIL import ImageChops
 
-    diff = ImageChops.difference(
-        Image.open(io.BytesIO(a)).convert("RGB"), Image.open(io.BytesIO(b)).convert("RGB")
-    )
+    diff = ImageChops.difference(Image.open(io.BytesIO(a)).convert("RGB"), Image.open(io.BytesIO(b)).convert("RGB"))
     return max(channel_max for _, channel_max in diff.getextrema()) <= tolerance
 
 
@@ -147,9 +143,7 @@ def test_bad_input_names_the_field(
 ) -> None:
     worker, _ = batching_worker
     stub = worker_pb2_grpc.WorkerStub(grpc.insecure_channel(worker.address))
-    method = (
-        stub.ImageToImage if isinstance(request_message, worker_pb2.ImageToImageRequest) else stub.TextToImage
-    )
+    method = stub.ImageToImage if isinstance(request_message, worker_pb2.ImageToImageRequest) else stub.TextToImage
     code, details = code_and_details(lambda: method(request_message, timeout=TIMEOUT))
     assert code == grpc.StatusCode.INVALID_ARGUMENT
     assert details.startswith(field + ":"), details
@@ -178,10 +172,7 @@ def test_full_queue_answers_resource_exhausted_with_retry_hint(
     try:
         worker.wait_serving()
         stub = worker_pb2_grpc.WorkerStub(grpc.insecure_channel(worker.address))
-        calls = [
-            stub.TextToImage.future(t2i(prompt=f"dog {i}", steps=30, seed=i), timeout=TIMEOUT)
-            for i in range(6)
-        ]
+        calls = [stub.TextToImage.future(t2i(prompt=f"dog {i}", steps=30, seed=i), timeout=TIMEOUT) for i in range(6)]
         refused = []
         for call in calls:
             try:
@@ -211,9 +202,7 @@ def test_sigterm_drains_in_flight_requests(tiny_model: Callable[[str], Path], lo
     worker.wait_serving()
     channel = grpc.insecure_channel(worker.address)
     stub = worker_pb2_grpc.WorkerStub(channel)
-    streams = [
-        stub.TextToImageStream(t2i(prompt=f"slow {i}", steps=60, seed=i), timeout=TIMEOUT) for i in range(2)
-    ]
+    streams = [stub.TextToImageStream(t2i(prompt=f"slow {i}", steps=60, seed=i), timeout=TIMEOUT) for i in range(2)]
     first_events = [next(stream) for stream in streams]  # both admitted
     assert all(event.HasField("queued") for event in first_events)
     worker.proc.send_signal(signal.SIGTERM)
@@ -271,17 +260,11 @@ def test_output_formats_and_reflection(batching_worker: tuple[ServiceProcess, in
         (common_pb2.IMAGE_FORMAT_WEBP, "WEBP"),
         (common_pb2.IMAGE_FORMAT_JPEG, "JPEG"),
     ]:
-        result = stub.TextToImage(
-            t2i(prompt="a boat", seed=1, steps=1, output_format=proto_format), timeout=TIMEOUT
-        )
+        result = stub.TextToImage(t2i(prompt="a boat", seed=1, steps=1, output_format=proto_format), timeout=TIMEOUT)
         assert Image.open(io.BytesIO(result.image)).format == pil_format and result.format == proto_format
 
     with grpc.insecure_channel(worker.address) as channel:
         reflection = reflection_pb2_grpc.ServerReflectionStub(channel)
-        responses = reflection.ServerReflectionInfo(
-            iter([reflection_pb2.ServerReflectionRequest(list_services="")])
-        )
-        names = {
-            service.name for response in responses for service in response.list_services_response.service
-        }
+        responses = reflection.ServerReflectionInfo(iter([reflection_pb2.ServerReflectionRequest(list_services="")]))
+        names = {service.name for response in responses for service in response.list_services_response.service}
     assert {"modm.v1.Worker", "grpc.health.v1.Health"} <= names

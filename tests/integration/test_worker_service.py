@@ -70,9 +70,7 @@ def test_every_family_serves_every_rpc(family_worker: tuple[str, ServiceProcess]
     assert decode(default).size == (info.default_width, info.default_height)
     assert default.seed == 3 and default.steps_run == 2 and default.batch_size == 1
     width, height = info.default_width + info.size_multiple, info.default_width
-    sized = stub.TextToImage(
-        t2i(prompt="a red fox", seed=1, steps=2, width=width, height=height), timeout=TIMEOUT
-    )
+    sized = stub.TextToImage(t2i(prompt="a red fox", seed=1, steps=2, width=width, height=height), timeout=TIMEOUT)
     assert decode(sized).size == (width, height) == (sized.width, sized.height)
 
     # Determinism for a fixed seed; a different seed gives a different image.

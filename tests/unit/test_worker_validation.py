@@ -142,7 +142,5 @@ def test_oversized_init_images_are_refused() -> None:
         ("StableDiffusionPipeline", 50, 1.0, 50),
     ],
 )
-def test_img2img_steps_follow_each_familys_rounding(
-    pipeline: str, steps: int, strength: float, expected: int
-) -> None:
+def test_img2img_steps_follow_each_familys_rounding(pipeline: str, steps: int, strength: float, expected: int) -> None:
     assert FAMILIES[pipeline].img2img_steps(steps, strength) == expected

@@ -144,9 +144,7 @@ def _flux() -> dict[str, Any]:
             guidance_embeds=True,
             axes_dims_rope=(4, 6, 6),
         ),
-        scheduler=FlowMatchEulerDiscreteScheduler(
-            shift=3.0, use_dynamic_shifting=True, base_shift=0.5, max_shift=1.15
-        ),
+        scheduler=FlowMatchEulerDiscreteScheduler(shift=3.0, use_dynamic_shifting=True, base_shift=0.5, max_shift=1.15),
         vae=autoencoder_kl(latent_channels=16, scaling_factor=0.3611, shift_factor=0.1159, quant_conv=False),
         text_encoder=clip_text_encoder(clip),
         tokenizer=clip,

@@ -62,9 +62,7 @@ def _bpe_encode(symbols: list[str], ranks: dict[tuple[str, str], int]) -> list[s
     return symbols
 
 
-def _bpe_table(
-    base: Iterable[str], words: Iterable[list[str]]
-) -> tuple[dict[str, int], list[tuple[str, str]]]:
+def _bpe_table(base: Iterable[str], words: Iterable[list[str]]) -> tuple[dict[str, int], list[tuple[str, str]]]:
     """Vocabulary and merges of a BPE model that reads each of `words` (given as symbols) as one token.
 
     Each word first reuses the merges already made for earlier words, then appends merges that join
