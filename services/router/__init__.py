@@ -1,1 +1,1 @@
-"""router"""
+"""The router: the public API; cache lookup, hit/miss planning, per-pool queues and dispatch."""

@@ -150,4 +150,5 @@ class WorkerServicer(worker_pb2_grpc.WorkerServicer):
             queue_depth=self._engine.in_flight,
             max_queue=settings.max_queue,
             supports_negative_prompt=facts.family.supports_negative_prompt,
+            default_guidance_scale=facts.family.default_guidance,
         )

@@ -1,0 +1,108 @@
+"""`modm up` started and stopped by the test, twice on one data dir: the cache survives."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+
+import modm
+from modm.launch import free_port
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+MODM = str(Path(sys.executable).parent / "modm")
+
+
+@contextmanager
+def modm_up(home: Path, port: int) -> Iterator[list[str]]:
+    proc = subprocess.Popen(
+        [MODM, "up", "--data-dir", str(home), "--port", str(port)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+    )
+    lines: list[str] = []
+    up = threading.Event()
+
+    def read() -> None:
+        assert proc.stdout is not None
+        for raw in proc.stdout:
+            lines.append(raw.decode(errors="replace").rstrip())
+            if "modm is up" in lines[-1]:
+                up.set()
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    try:
+        deadline = time.monotonic() + 400
+        while not up.wait(0.5):
+            assert proc.poll() is None, "\n".join(lines[-40:])
+            assert time.monotonic() < deadline, "\n".join(lines[-40:])
+        yield lines
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            code = proc.wait(120)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            raise
+        reader.join(10)
+    assert code == 0, "\n".join(lines[-40:])
+
+
+def test_modm_up_serves_and_keeps_the_cache_across_restarts(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    port = free_port()
+    endpoint = f"127.0.0.1:{port}"
+    with modm_up(home, port) as lines:
+        assert any(line.startswith("[cache ]") for line in lines)
+        assert any(line.startswith("[router]") for line in lines)
+        out = tmp_path / "first.png"
+        done = subprocess.run(
+            [
+                MODM,
+                "generate",
+                "a lighthouse at dusk",
+                "--steps",
+                "2",
+                "--seed",
+                "5",
+                "-o",
+                str(out),
+                "--json",
+                "--endpoint",
+                endpoint,
+            ],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert done.returncode == 0, done.stderr
+        meta = json.loads(done.stdout)
+        assert meta["outcome"] == "miss" and meta["pool"] == "large" and meta["cache_available"]
+        assert out.stat().st_size > 0
+        with modm.Client(endpoint) as client:  # wait for the insert after the reply
+            deadline = time.monotonic() + 30
+            while client.stats()["outcomes"].get("miss") and time.monotonic() < deadline:
+                probe = client.generate("a lighthouse at dusk", steps=2, seed=5, cache_policy="no_store")
+                if probe.outcome == "exact_repeat":
+                    break
+                time.sleep(0.5)
+        stats = subprocess.run([MODM, "stats", "--endpoint", endpoint], capture_output=True, text=True, timeout=60)
+        assert stats.returncode == 0 and "pool large" in stats.stdout, stats.stderr
+    assert any("stopping" in line for line in lines) and any("router stopped (0)" in line for line in lines)
+    assert (home / "logs" / "router.log").exists() and (home / "cache").is_dir()
+
+    with modm_up(home, port), modm.Client(endpoint) as client:
+        again = client.generate("a lighthouse at dusk", steps=2, seed=5)
+        assert again.outcome == "exact_repeat" and again.pool == "cache", again.metadata()
