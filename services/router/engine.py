@@ -25,6 +25,7 @@ from modm.errors import (
     Unavailable,
 )
 from modm.images import ImageFormat, encode_image
+from modm.params import FORMAT_FROM_PROTO, FORMAT_TO_PROTO
 from modm.services.router import metrics
 from modm.services.router.backends import (
     CacheBackend,
@@ -59,12 +60,6 @@ from modm.v1 import common_pb2
 
 log = logging.getLogger(__name__)
 
-FORMAT_TO_PROTO = {
-    ImageFormat.PNG: common_pb2.IMAGE_FORMAT_PNG,
-    ImageFormat.WEBP: common_pb2.IMAGE_FORMAT_WEBP,
-    ImageFormat.JPEG: common_pb2.IMAGE_FORMAT_JPEG,
-}
-FORMAT_FROM_PROTO = {v: k for k, v in FORMAT_TO_PROTO.items()} | {common_pb2.IMAGE_FORMAT_UNSPECIFIED: ImageFormat.PNG}
 _PIL_FORMAT = {"PNG": ImageFormat.PNG, "WEBP": ImageFormat.WEBP, "JPEG": ImageFormat.JPEG}
 
 

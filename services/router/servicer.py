@@ -8,9 +8,8 @@ from collections.abc import AsyncIterator
 
 from grpc import aio
 
-from modm.images import ImageFormat
+from modm.params import FORMAT_TO_PROTO, read_params
 from modm.services.router.engine import (
-    FORMAT_TO_PROTO,
     QueuedEvent,
     RouterEngine,
     RouterEvent,
@@ -21,14 +20,8 @@ from modm.services.router.engine import (
 )
 from modm.services.router.policy import CachePolicy, Outcome, Pool
 from modm.services.router.validation import RawGenerate
-from modm.v1 import common_pb2, router_pb2, router_pb2_grpc
+from modm.v1 import router_pb2, router_pb2_grpc
 
-FORMAT_FROM_PROTO = {
-    common_pb2.IMAGE_FORMAT_UNSPECIFIED: ImageFormat.PNG,
-    common_pb2.IMAGE_FORMAT_PNG: ImageFormat.PNG,
-    common_pb2.IMAGE_FORMAT_WEBP: ImageFormat.WEBP,
-    common_pb2.IMAGE_FORMAT_JPEG: ImageFormat.JPEG,
-}
 POLICY_FROM_PROTO = {
     router_pb2.CACHE_POLICY_UNSPECIFIED: CachePolicy.READ_WRITE,
     router_pb2.CACHE_POLICY_READ_WRITE: CachePolicy.READ_WRITE,
@@ -45,19 +38,7 @@ OUTCOME_TO_PROTO = {
 
 
 def raw_request(request: router_pb2.GenerateRequest) -> RawGenerate:
-    p = request.params
-    return RawGenerate(
-        prompt=p.prompt,
-        negative_prompt=p.negative_prompt,
-        width=p.width,
-        height=p.height,
-        steps=p.steps,
-        guidance_scale=p.guidance_scale if p.HasField("guidance_scale") else None,
-        seed=p.seed if p.HasField("seed") else None,
-        output_format=FORMAT_FROM_PROTO.get(p.output_format),
-        tenant=request.tenant,
-        cache_policy=POLICY_FROM_PROTO.get(request.cache_policy),
-    )
+    return RawGenerate(read_params(request.params), request.tenant, POLICY_FROM_PROTO.get(request.cache_policy))
 
 
 def response_message(result: RouterResult, cache_available: bool) -> router_pb2.GenerateResponse:

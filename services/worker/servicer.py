@@ -9,42 +9,19 @@ from collections.abc import AsyncIterator
 from grpc import aio
 
 from modm.errors import Unavailable
-from modm.images import ImageFormat
+from modm.params import FORMAT_TO_PROTO, read_params
 from modm.services.worker.engine import Queued, Started, StepDone, WorkerEngine, WorkerEvent
 from modm.services.worker.jobs import GeneratedImage
 from modm.services.worker.validation import RawRequest
 from modm.v1 import common_pb2, worker_pb2, worker_pb2_grpc
 
-FORMAT_FROM_PROTO = {
-    common_pb2.IMAGE_FORMAT_UNSPECIFIED: ImageFormat.PNG,
-    common_pb2.IMAGE_FORMAT_PNG: ImageFormat.PNG,
-    common_pb2.IMAGE_FORMAT_WEBP: ImageFormat.WEBP,
-    common_pb2.IMAGE_FORMAT_JPEG: ImageFormat.JPEG,
-}
-FORMAT_TO_PROTO = {
-    ImageFormat.PNG: common_pb2.IMAGE_FORMAT_PNG,
-    ImageFormat.WEBP: common_pb2.IMAGE_FORMAT_WEBP,
-    ImageFormat.JPEG: common_pb2.IMAGE_FORMAT_JPEG,
-}
 ROLE_TO_PROTO = {"large": worker_pb2.WORKER_ROLE_LARGE, "small": worker_pb2.WORKER_ROLE_SMALL}
 
 
 def _raw(
     params: common_pb2.GenerationParams, init_image: bytes | None = None, strength: float | None = None
 ) -> RawRequest:
-    return RawRequest(
-        prompt=params.prompt,
-        negative_prompt=params.negative_prompt,
-        width=params.width,
-        height=params.height,
-        steps=params.steps,
-        guidance_scale=params.guidance_scale if params.HasField("guidance_scale") else None,
-        seed=params.seed if params.HasField("seed") else None,
-        # An enum value this build does not know falls back to PNG rather than failing.
-        output_format=FORMAT_FROM_PROTO.get(params.output_format, ImageFormat.PNG),
-        init_image=init_image,
-        strength=strength,
-    )
+    return RawRequest(read_params(params), init_image, strength)
 
 
 def _image_message(result: GeneratedImage) -> worker_pb2.GeneratedImage:

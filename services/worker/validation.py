@@ -7,7 +7,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from modm.errors import InvalidArgument
-from modm.images import ImageFormat, decode_image
+from modm.images import decode_image
+from modm.params import RawParams, check_format, check_guidance, check_text
 from modm.services.worker.jobs import GenerationJob, JobKind
 
 
@@ -33,32 +34,11 @@ class RequestLimits:
 
 @dataclass(frozen=True)
 class RawRequest:
-    """A request as the wire delivered it, before any checking. Zero/None mean 'default'."""
+    """A worker request as delivered: the generation params, plus the init image for img2img."""
 
-    prompt: str
-    negative_prompt: str
-    width: int
-    height: int
-    steps: int
-    guidance_scale: float | None
-    seed: int | None
-    output_format: ImageFormat
+    params: RawParams
     init_image: bytes | None = None
     strength: float | None = None
-
-
-MAX_GUIDANCE = 50.0
-
-
-def _check_text(field: str, text: str, limit: int, *, required: bool) -> str:
-    stripped = text.strip()
-    if required and not stripped:
-        raise InvalidArgument(field, "must not be empty")
-    if len(text) > limit:
-        raise InvalidArgument(field, f"is {len(text)} characters, more than the limit of {limit}")
-    if "\x00" in text:
-        raise InvalidArgument(field, "must not contain NUL characters")
-    return stripped
 
 
 def _check_side(field: str, value: int, default: int, limits: RequestLimits) -> int:
@@ -72,19 +52,20 @@ def _check_side(field: str, value: int, default: int, limits: RequestLimits) -> 
 
 def validate(raw: RawRequest, limits: RequestLimits, *, prefix: str = "params.") -> GenerationJob:
     """Validate every field; `prefix` names where the generation params sit in the message."""
-    prompt = _check_text(f"{prefix}prompt", raw.prompt, limits.max_prompt_chars, required=True)
-    negative = _check_text(f"{prefix}negative_prompt", raw.negative_prompt, limits.max_prompt_chars, required=False)
+    params = raw.params
+    prompt = check_text(f"{prefix}prompt", params.prompt, limits.max_prompt_chars, required=True)
+    negative = check_text(f"{prefix}negative_prompt", params.negative_prompt, limits.max_prompt_chars, required=False)
     if negative and not limits.supports_negative_prompt:
         raise InvalidArgument(f"{prefix}negative_prompt", "this model family has no negative guidance")
-    width = _check_side(f"{prefix}width", raw.width, limits.default_width, limits)
-    height = _check_side(f"{prefix}height", raw.height, limits.default_height, limits)
-    steps = raw.steps or limits.default_steps
+    width = _check_side(f"{prefix}width", params.width, limits.default_width, limits)
+    height = _check_side(f"{prefix}height", params.height, limits.default_height, limits)
+    steps = params.steps or limits.default_steps
     if not 1 <= steps <= limits.max_steps:
         raise InvalidArgument(f"{prefix}steps", f"{steps} is outside [1, {limits.max_steps}]")
-    guidance = limits.default_guidance if raw.guidance_scale is None else raw.guidance_scale
-    if not 0.0 <= guidance <= MAX_GUIDANCE:  # also rejects NaN
-        raise InvalidArgument(f"{prefix}guidance_scale", f"{guidance} is outside [0, {MAX_GUIDANCE:g}]")
-    seed = secrets.randbits(63) if raw.seed is None else raw.seed
+    guidance = check_guidance(f"{prefix}guidance_scale", params.guidance_scale)
+    guidance = limits.default_guidance if guidance is None else guidance
+    output_format = check_format(f"{prefix}output_format", params.output_format)
+    seed = secrets.randbits(63) if params.seed is None else params.seed
     if raw.init_image is None:
         return GenerationJob(
             JobKind.TEXT_TO_IMAGE,
@@ -95,7 +76,7 @@ def validate(raw: RawRequest, limits: RequestLimits, *, prefix: str = "params.")
             steps,
             guidance,
             seed,
-            raw.output_format,
+            output_format,
             planned_steps=steps,
         )
     strength = raw.strength if raw.strength is not None else 0.0
@@ -119,7 +100,7 @@ def validate(raw: RawRequest, limits: RequestLimits, *, prefix: str = "params.")
         steps,
         guidance,
         seed,
-        raw.output_format,
+        output_format,
         planned_steps=planned,
         strength=strength,
         init_image=image,

@@ -8,6 +8,7 @@ from PIL import Image
 
 from modm.errors import InvalidArgument
 from modm.images import ImageFormat
+from modm.params import RawParams
 from modm.services.worker.families import FAMILIES
 from modm.services.worker.jobs import JobKind
 from modm.services.worker.validation import RawRequest, RequestLimits, validate
@@ -41,7 +42,8 @@ def raw(**changes: object) -> RawRequest:
         output_format=ImageFormat.PNG,
     )
     fields.update(changes)
-    return RawRequest(**fields)  # type: ignore[arg-type]
+    request = {key: fields.pop(key) for key in ("init_image", "strength") if key in fields}
+    return RawRequest(RawParams(**fields), **request)  # type: ignore[arg-type]
 
 
 def png(width: int = 32, height: int = 32) -> bytes:
@@ -91,6 +93,7 @@ def test_unset_seed_is_chosen_and_reported() -> None:
         ({"guidance_scale": -1.0}, "params.guidance_scale"),
         ({"guidance_scale": math.nan}, "params.guidance_scale"),
         ({"guidance_scale": math.inf}, "params.guidance_scale"),
+        ({"output_format": None}, "params.output_format"),
     ],
 )
 def test_bad_fields_are_named(changes: dict[str, object], field: str) -> None:

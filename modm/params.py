@@ -1,0 +1,80 @@
+"""The generation parameters every service receives, read off the wire and checked the same way.
+
+Worker, router and cache all take a `modm.v1.GenerationParams`; reading and checking its fields
+lives here once, so a field means, and is refused, the same everywhere.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from modm.errors import InvalidArgument
+from modm.images import ImageFormat
+from modm.v1 import common_pb2
+
+MAX_GUIDANCE = 50.0
+MAX_SEED = 2**64 - 1
+
+FORMAT_FROM_PROTO = {
+    common_pb2.IMAGE_FORMAT_UNSPECIFIED: ImageFormat.PNG,
+    common_pb2.IMAGE_FORMAT_PNG: ImageFormat.PNG,
+    common_pb2.IMAGE_FORMAT_WEBP: ImageFormat.WEBP,
+    common_pb2.IMAGE_FORMAT_JPEG: ImageFormat.JPEG,
+}
+FORMAT_TO_PROTO = {
+    ImageFormat.PNG: common_pb2.IMAGE_FORMAT_PNG,
+    ImageFormat.WEBP: common_pb2.IMAGE_FORMAT_WEBP,
+    ImageFormat.JPEG: common_pb2.IMAGE_FORMAT_JPEG,
+}
+
+
+@dataclass(frozen=True)
+class RawParams:
+    """GenerationParams as the wire delivered them, before any checking. 0/None mean 'default'."""
+
+    prompt: str
+    negative_prompt: str
+    width: int
+    height: int
+    steps: int
+    guidance_scale: float | None
+    seed: int | None
+    output_format: ImageFormat | None  # None: an enum value this build does not know
+
+
+def read_params(message: common_pb2.GenerationParams) -> RawParams:
+    return RawParams(
+        prompt=message.prompt,
+        negative_prompt=message.negative_prompt,
+        width=message.width,
+        height=message.height,
+        steps=message.steps,
+        guidance_scale=message.guidance_scale if message.HasField("guidance_scale") else None,
+        seed=message.seed if message.HasField("seed") else None,
+        output_format=FORMAT_FROM_PROTO.get(message.output_format),
+    )
+
+
+def check_text(field: str, text: str, limit: int, *, required: bool) -> str:
+    """The text with surrounding blanks trimmed; refuses empty (if required), long or NUL text."""
+    stripped = text.strip()
+    if required and not stripped:
+        raise InvalidArgument(field, "must not be empty")
+    if len(text) > limit:
+        raise InvalidArgument(field, f"is {len(text)} characters, more than the limit of {limit}")
+    if "\x00" in text:
+        raise InvalidArgument(field, "must not contain NUL characters")
+    return stripped
+
+
+def check_guidance(field: str, value: float | None) -> float | None:
+    if value is not None and not (math.isfinite(value) and 0.0 <= value <= MAX_GUIDANCE):
+        raise InvalidArgument(field, f"{value} is outside [0, {MAX_GUIDANCE:g}]")
+    return value
+
+
+def check_format(field: str, value: ImageFormat | None) -> ImageFormat:
+    if value is None:
+        raise InvalidArgument(field, "is not a known image format")
+    return value
