@@ -2,77 +2,15 @@
 
 from __future__ import annotations
 
-import os
+import contextlib
 import signal
-import socket
 import subprocess
 import sys
 import time
-from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-import grpc
-from grpc_health.v1 import health_pb2, health_pb2_grpc
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def health_status(address: str, service: str = "", timeout: float = 2.0) -> int | None:
-    """The health service's answer, or None if nothing answers."""
-    with grpc.insecure_channel(address) as channel:
-        stub = health_pb2_grpc.HealthStub(channel)
-        try:
-            return stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=timeout).status
-        except grpc.RpcError:
-            return None
-
-
-@dataclass
-class ServiceProcess:
-    proc: subprocess.Popen[bytes]
-    port: int
-    log_path: Path
-
-    @property
-    def address(self) -> str:
-        return f"127.0.0.1:{self.port}"
-
-    def log_tail(self, chars: int = 4000) -> str:
-        return self.log_path.read_text(errors="replace")[-chars:]
-
-    def wait_serving(self, timeout: float = 120.0) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"process exited with {self.proc.returncode}:\n{self.log_tail()}")
-            if health_status(self.address) == health_pb2.HealthCheckResponse.SERVING:
-                return
-            time.sleep(0.2)
-        raise TimeoutError(f"not SERVING after {timeout}s:\n{self.log_tail()}")
-
-    def stop(self, sig: int = signal.SIGTERM, timeout: float = 60.0) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(sig)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        return self.proc.returncode
-
-
-def start_module(module: str, env: Mapping[str, str], log_path: Path, port: int) -> ServiceProcess:
-    full_env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1", **env}
-    log = log_path.open("wb")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", module], env=full_env, stdout=log, stderr=subprocess.STDOUT
-    )
-    return ServiceProcess(proc, port, log_path)
+from modm.launch import ServiceProcess, free_port, health_status, start_module  # noqa: F401
 
 
 def start_worker(model_dir: Path, log_dir: Path, **settings: object) -> ServiceProcess:
@@ -133,17 +71,17 @@ class MilvusServerProcess:
                 time.sleep(0.5)
         raise TimeoutError(f"Milvus not ready after {timeout}s: {last}")
 
-    def stop(self, timeout: float = 60.0) -> None:
-        """SIGTERM the wrapper and the server binary it started, then SIGKILL what is left."""
+    def stop(self, timeout: float = 20.0) -> None:
+        """SIGINT the wrapper (its own stop: SIGTERM the server binary, SIGKILL it after 1 s),
+        then SIGKILL whatever is left."""
         import psutil
 
         try:
             family = [psutil.Process(self.proc.pid), *psutil.Process(self.proc.pid).children(recursive=True)]
         except psutil.NoSuchProcess:
             family = []
-        for member in family:
-            with contextlib.suppress(psutil.NoSuchProcess):
-                member.terminate()
+        with contextlib.suppress(ProcessLookupError):
+            self.proc.send_signal(signal.SIGINT)
         _, alive = psutil.wait_procs(family, timeout=timeout)
         for member in alive:
             with contextlib.suppress(psutil.NoSuchProcess):
@@ -155,7 +93,13 @@ class MilvusServerProcess:
 def start_milvus_server(data_dir: Path, log_dir: Path, port: int | None = None) -> MilvusServerProcess:
     """milvus-server on 127.0.0.1 with data in `data_dir` (reuse both to restart with the same data)."""
     port = port or free_port()
-    args = [str(Path(sys.executable).parent / "milvus-server"), "--data", str(data_dir), "--proxy-port", str(port)]
+    args = [
+        str(Path(sys.executable).parent / "milvus-server"),
+        "--data",
+        str(data_dir),
+        "--proxy-port",
+        str(port),
+    ]
     for component in MILVUS_COMPONENTS:
         args += ["--extra-config", f"{component}.ip=127.0.0.1"]
     log_path = log_dir / f"milvus-{port}.log"

@@ -1,1 +1,1 @@
-"""cache"""
+"""The cache service: CLIP/MiniLM retrieval over Milvus, image bytes in S3, eviction, tenants."""

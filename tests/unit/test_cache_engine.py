@@ -1,0 +1,506 @@
+"""The engine's consistency, tenancy, capacity and exact-repeat rules, on in-memory stores."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import io
+import threading
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from modm.errors import InvalidArgument, NotFound, Unavailable
+from modm.services.cache.embedders import BatchingEmbedder, Embedder
+from modm.services.cache.engine import CacheEngine, GenParams, LookupQuery, NewEntry
+from modm.services.cache.ledger import Limits
+from modm.services.cache.memory import MemoryObjectStore, MemoryVectorStore
+from modm.services.cache.policies import policy_named
+from modm.services.cache.stores import ObjectInfo, VectorRecord
+from modm.services.cache.thresholds import table
+from modm.services.cache.validation import RequestLimits
+
+DIM = 64
+
+
+class WordsEmbedder(Embedder):
+    """Bag of hashed words: prompts sharing words are similar, disjoint ones orthogonal-ish."""
+
+    name = "words"
+    dim = DIM
+    insert_input = "prompt"
+    default_thresholds = table((0.95, 30), (0.7, 10), (0.5, 5))
+
+    def __init__(self) -> None:
+        self.calls: list[int] = []
+
+    def embed_texts(self, texts: Sequence[str]) -> np.ndarray:
+        self.calls.append(len(texts))
+        out = np.zeros((len(texts), DIM), dtype=np.float32)
+        for row, text in enumerate(texts):
+            for word in text.lower().split():
+                out[row, int(hashlib.sha1(word.encode()).hexdigest(), 16) % DIM] += 1.0
+        return out / np.linalg.norm(out, axis=1, keepdims=True)
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def png(color: tuple[int, int, int] = (200, 10, 10), size: int = 16) -> bytes:
+    buf = io.BytesIO()
+    Image.new("RGB", (size, size), color).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+class Harness:
+    def __init__(self, **kw: object) -> None:
+        self.clock = Clock()
+        self.vectors = MemoryVectorStore(DIM)
+        self.objects = MemoryObjectStore(self.clock)
+        self.words = WordsEmbedder()
+        self.kw = kw
+        self.engine = self.make()
+
+    def make(self) -> CacheEngine:
+        kw = dict(self.kw)
+        limits = kw.pop("limits", Limits())
+        policy = policy_named(str(kw.pop("policy", "fifo")))
+        return CacheEngine(
+            self.vectors,
+            self.objects,
+            BatchingEmbedder(self.words, max_batch=16, window_ms=5),
+            policy=policy,
+            limits=limits,  # type: ignore[arg-type]
+            request_limits=RequestLimits(200, 10, 100_000, 512 * 512),
+            reconcile_grace_seconds=60,
+            clock=self.clock,
+            **kw,  # type: ignore[arg-type]
+        )
+
+    async def restart(self) -> CacheEngine:
+        await self.engine.close()
+        await self.engine.embedder.close()
+        self.engine = self.make()
+        await self.engine.start(background=False)
+        return self.engine
+
+    async def insert(self, prompt: str, tenant: str = "a", **kw: object) -> str:
+        result = await self.engine.insert(NewEntry(tenant, prompt, png(), "large-model", **kw))  # type: ignore[arg-type]
+        return result.entry_id
+
+    async def lookup(self, prompt: str, tenant: str = "a", **kw: object):  # type: ignore[no-untyped-def]
+        return await self.engine.lookup(LookupQuery(tenant, prompt, **kw))  # type: ignore[arg-type]
+
+
+@pytest.fixture
+async def h() -> AsyncIterator[Harness]:
+    harness = Harness()
+    await harness.engine.start(background=False)
+    yield harness
+    await harness.engine.close()
+    await harness.engine.embedder.close()
+
+
+async def until(predicate: Callable[[], bool], seconds: float = 5.0) -> None:
+    for _ in range(int(seconds / 0.01)):
+        if predicate():
+            return
+        await asyncio.sleep(0.01)
+    raise TimeoutError("condition not met")
+
+
+async def make_harness(**kw: object) -> Harness:
+    harness = Harness(**kw)
+    await harness.engine.start(background=False)
+    return harness
+
+
+# --- basic flow -----------------------------------------------------------------------------
+
+
+async def test_insert_lookup_fetch_delete(h: Harness) -> None:
+    entry_id = await h.insert("a red fox in the snow")
+    result = await h.lookup("a red fox in the snow")
+    assert result.decision.hit and result.decision.skipped_steps == 30
+    assert result.entry_id == entry_id
+    assert result.matches[0].similarity == pytest.approx(1.0, abs=1e-5)
+    assert result.matches[0].entry.model_id == "large-model"
+    data, entry = await h.engine.fetch("a", entry_id)
+    assert data == png() and entry.prompt == "a red fox in the snow" and entry.width == 16
+    await h.engine.delete("a", entry_id)
+    assert not h.objects.objects and not h.vectors.rows
+    with pytest.raises(NotFound):
+        await h.engine.fetch("a", entry_id)
+    assert not (await h.lookup("a red fox in the snow")).decision.hit
+
+
+async def test_partial_similarity_maps_through_the_table(h: Harness) -> None:
+    await h.insert("red fox snow forest")
+    near = await h.lookup("red fox snow field")  # 3 of 4 words shared: cosine 0.75
+    assert near.decision.hit and near.decision.skipped_steps == 10
+    assert near.decision.strength == pytest.approx(0.8)
+    far = await h.lookup("blue whale ocean deep")
+    assert not far.decision.hit and far.matches  # the best match is still reported
+
+
+async def test_empty_cache_is_a_miss_with_no_candidate(h: Harness) -> None:
+    result = await h.lookup("anything")
+    assert not result.decision.hit and result.matches == [] and result.entry_id == ""
+
+
+async def test_top_k_orders_best_first(h: Harness) -> None:
+    await h.insert("one two three four")
+    await h.insert("one two three five")
+    await h.insert("six seven eight nine")
+    result = await h.lookup("one two three four", top_k=3)
+    sims = [m.similarity for m in result.matches]
+    assert sims == sorted(sims, reverse=True) and len(sims) == 3
+    assert result.matches[0].entry.prompt == "one two three four"
+
+
+async def test_lookup_by_precomputed_embedding(h: Harness) -> None:
+    await h.insert("a red fox")
+    vector = h.words.embed_texts(["a red fox"])[0] * 7  # any scale: the cache normalises
+    result = await h.engine.lookup(LookupQuery("a", embedding=vector.tolist()))
+    assert result.decision.hit and result.embed_seconds == 0.0
+
+
+# --- consistency ----------------------------------------------------------------------------
+
+
+async def test_bytes_are_written_before_the_vector_and_undone_if_it_fails(h: Harness) -> None:
+    h.vectors.fail_next("insert")
+    with pytest.raises(Unavailable):
+        await h.insert("a red fox")
+    assert h.objects.objects == {} and h.vectors.rows == {} and len(h.engine.ledger) == 0
+
+
+async def test_object_store_down_means_nothing_is_written(h: Harness) -> None:
+    h.objects.fail_next("put")
+    with pytest.raises(Unavailable):
+        await h.insert("a red fox")
+    assert h.vectors.rows == {} and len(h.engine.ledger) == 0
+
+
+async def test_crash_between_writes_leaves_an_orphan_that_reconcile_removes(h: Harness) -> None:
+    keep = await h.insert("a kept entry")
+    h.objects.put("entries/a/" + "f" * 32, png(), "image/png")  # what a crash after the put leaves
+    assert not (await h.lookup("anything at all")).decision.hit
+    young = await h.engine.reconcile()  # within the grace period: could be an insert in flight
+    assert young.orphan_objects_removed == 0 and len(h.objects.objects) == 2
+    report = await h.engine.reconcile(grace_seconds=0)
+    assert report.orphan_objects_removed == 1 and report.stale_vectors_removed == 0
+    assert list(h.objects.objects) == [f"entries/a/{keep}"]
+
+
+async def test_reconcile_never_touches_an_insert_in_flight() -> None:
+    h = await make_harness(fault_pause_after_object_put_s=0.3)
+    task = asyncio.create_task(h.insert("in flight"))
+    await until(lambda: bool(h.objects.objects))
+    report = await h.engine.reconcile(grace_seconds=0)
+    assert report.orphan_objects_removed == 0
+    entry_id = await task
+    assert (await h.lookup("in flight")).entry_id == entry_id
+
+
+async def test_cancelled_insert_still_completes_both_writes() -> None:
+    h = await make_harness(fault_pause_after_object_put_s=0.2)
+    task = asyncio.create_task(h.insert("cancelled caller"))
+    await until(lambda: bool(h.objects.objects))
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    await asyncio.sleep(0.4)
+    assert len(h.vectors.rows) == 1 and len(h.objects.objects) == 1 and len(h.engine.ledger) == 1
+
+
+async def test_lookup_whose_object_vanished_is_a_miss_and_removes_the_vector(h: Harness) -> None:
+    entry_id = await h.insert("a red fox")
+    h.objects.delete([f"entries/a/{entry_id}"])
+    result = await h.lookup("a red fox")
+    assert not result.decision.hit and result.matches == []
+    assert entry_id not in h.vectors.rows and entry_id not in h.engine.ledger
+
+
+async def test_vanished_best_match_falls_back_to_the_next_live_one(h: Harness) -> None:
+    gone = await h.insert("red fox snow forest")
+    alive = await h.insert("red fox snow field")
+    h.objects.delete([f"entries/a/{gone}"])
+    result = await h.lookup("red fox snow forest")
+    assert result.entry_id == alive and result.decision.hit
+    assert gone not in h.vectors.rows
+
+
+async def test_fetch_whose_object_vanished_is_not_found_and_removes_the_vector(h: Harness) -> None:
+    entry_id = await h.insert("a red fox")
+    h.objects.delete([f"entries/a/{entry_id}"])
+    with pytest.raises(NotFound):
+        await h.engine.fetch("a", entry_id)
+    assert entry_id not in h.vectors.rows
+
+
+async def test_reconcile_removes_orphans_on_both_sides_and_resyncs_the_ledger(h: Harness) -> None:
+    ok = await h.insert("healthy entry")
+    stale = await h.insert("stale entry")
+    h.objects.delete([f"entries/a/{stale}"])  # vector without bytes
+    h.objects.put("entries/b/" + "e" * 32, b"x", "image/png")  # bytes without vector
+    # A row another process wrote (bytes present) that this ledger has never seen.
+    foreign = "d" * 32
+    h.objects.put(f"entries/b/{foreign}", png(), "image/png")
+    h.vectors.insert(
+        VectorRecord(foreign, "b", "foreign", "m", f"entries/b/{foreign}", 10, h.clock(), vector=[1.0] * DIM)
+    )
+    h.clock.now += 120
+    report = await h.engine.reconcile()
+    assert (report.stale_vectors_removed, report.orphan_objects_removed) == (1, 1)
+    assert report.vectors_scanned == 3 and report.objects_scanned == 3
+    assert set(h.vectors.rows) == {ok, foreign}
+    assert set(h.objects.objects) == {f"entries/a/{ok}", f"entries/b/{foreign}"}
+    assert foreign in h.engine.ledger and stale not in h.engine.ledger
+    again = await h.engine.reconcile(grace_seconds=0)
+    assert (again.stale_vectors_removed, again.orphan_objects_removed) == (0, 0)
+
+
+async def test_reconcile_drops_ledger_entries_whose_rows_are_gone(h: Harness) -> None:
+    await h.insert("a red fox")
+    h.vectors.rows.clear()  # e.g. the collection was dropped behind our back
+    await h.engine.reconcile(grace_seconds=0)
+    assert len(h.engine.ledger) == 0 and h.objects.objects == {}
+
+
+async def test_delete_that_fails_keeps_the_entry(h: Harness) -> None:
+    entry_id = await h.insert("a red fox")
+    h.vectors.fail_next("delete")
+    with pytest.raises(Unavailable):
+        await h.engine.delete("a", entry_id)
+    assert entry_id in h.engine.ledger and (await h.lookup("a red fox")).decision.hit
+
+
+async def test_restart_reloads_everything_including_hit_counts(h: Harness) -> None:
+    entry_id = await h.insert("a red fox")
+    for _ in range(3):
+        assert (await h.lookup("a red fox")).decision.hit
+    assert await h.engine.flush_stats() == 1
+    engine = await h.restart()
+    meta = engine.ledger.get(entry_id)
+    assert meta is not None and meta.hit_count == 3 and meta.saved_steps == 90
+    assert (await h.lookup("a red fox")).entry_id == entry_id
+
+
+# --- tenancy --------------------------------------------------------------------------------
+
+
+async def test_tenants_see_only_their_own_entries(h: Harness) -> None:
+    a_id = await h.insert("a red fox", tenant="a")
+    assert not (await h.lookup("a red fox", tenant="b")).matches
+    with pytest.raises(NotFound):
+        await h.engine.fetch("b", a_id)
+    with pytest.raises(NotFound):
+        await h.engine.delete("b", a_id)
+    assert (await h.lookup("a red fox", tenant="a")).entry_id == a_id
+
+
+async def test_shared_entries_are_visible_but_only_the_owner_deletes(h: Harness) -> None:
+    shared = await h.insert("a red fox", tenant="a", shared=True)
+    result = await h.lookup("a red fox", tenant="b")
+    assert result.entry_id == shared and result.decision.hit
+    assert (await h.engine.fetch("b", shared))[1].tenant == "a"
+    with pytest.raises(NotFound):
+        await h.engine.delete("b", shared)
+    await h.engine.delete("a", shared)
+
+
+# --- capacity -------------------------------------------------------------------------------
+
+
+async def test_tenant_capacity_evicts_fifo_and_deletes_both_sides() -> None:
+    h = await make_harness(limits=Limits(tenant_max_entries=2))
+    first = await h.insert("one")
+    second = await h.insert("two")
+    other = await h.insert("other tenant", tenant="b")
+    h.clock.now += 1
+    result = await h.engine.insert(NewEntry("a", "three", png(), "m"))
+    assert result.evicted_ids == [first]
+    assert first not in h.vectors.rows and f"entries/a/{first}" not in h.objects.objects
+    assert {second, result.entry_id, other} == set(h.vectors.rows)
+    stats = h.engine.stats()
+    by_tenant = {t.tenant: t for t in stats.tenants}
+    assert by_tenant["a"].entries == 2 and by_tenant["a"].counters.evictions == 1
+    assert by_tenant["b"].entries == 1 and stats.total.entries == 3
+
+
+async def test_lru_capacity_keeps_the_entry_that_was_used() -> None:
+    h = await make_harness(limits=Limits(max_entries=2), policy="lru")
+    used = await h.insert("alpha beta")
+    unused = await h.insert("gamma delta")
+    h.clock.now += 5
+    await h.lookup("alpha beta")
+    result = await h.engine.insert(NewEntry("a", "epsilon zeta", png(), "m"))
+    assert result.evicted_ids == [unused] and used in h.vectors.rows
+
+
+async def test_global_byte_capacity() -> None:
+    size = len(png())
+    h = await make_harness(limits=Limits(max_bytes=2 * size))
+    first = await h.insert("one")
+    await h.insert("two", tenant="b")
+    result = await h.engine.insert(NewEntry("c", "three", png(), "m"))
+    assert result.evicted_ids == [first]
+    assert h.engine.ledger.total.bytes == 2 * size
+
+
+async def test_image_larger_than_the_cache_is_refused() -> None:
+    h = await make_harness(limits=Limits(tenant_max_bytes=10))
+    with pytest.raises(InvalidArgument) as info:
+        await h.insert("too big")
+    assert info.value.field == "image"
+
+
+async def test_ttl_hides_and_expires_old_entries() -> None:
+    h = await make_harness(limits=Limits(ttl_seconds=100))
+    old = await h.insert("a red fox")
+    h.clock.now += 101
+    assert not (await h.lookup("a red fox")).decision.hit
+    with pytest.raises(NotFound):
+        await h.engine.fetch("a", old)
+    assert await h.engine.expire() == 1
+    assert not h.vectors.rows and not h.objects.objects
+
+
+# --- exact repeats --------------------------------------------------------------------------
+
+
+async def test_exact_repeat_needs_no_embedding() -> None:
+    h = await make_harness()
+    params = GenParams(width=512, height=512, steps=28, guidance_scale=7.0, seed=5)
+    entry_id = await h.insert("a red fox", params=params)
+    calls = len(h.words.calls)
+    result = await h.lookup("a red fox", params=params)
+    assert result.exact_repeat and result.entry_id == entry_id
+    assert result.decision.skipped_steps == 50 and result.decision.strength == 0.0
+    assert len(h.words.calls) == calls  # no embedding at all
+    assert result.matches[0].entry.params == GenParams("a red fox", "", 512, 512, 28, 7.0, 5)
+    unseeded = await h.lookup("a red fox", params=GenParams(width=512, height=512, steps=28, guidance_scale=7.0))
+    assert unseeded.exact_repeat
+    other_seed = await h.lookup(
+        "a red fox",
+        params=GenParams(width=512, height=512, steps=28, guidance_scale=7.0, seed=6),
+    )
+    assert not other_seed.exact_repeat and other_seed.decision.hit
+    other_size = await h.lookup("a red fox", params=GenParams(width=768, height=512, steps=28, guidance_scale=7.0))
+    assert not other_size.exact_repeat
+    assert h.engine.stats("a").tenants[0].counters.exact_repeats == 2
+
+
+async def test_exact_repeat_respects_tenants_and_vanished_bytes() -> None:
+    h = await make_harness()
+    params = GenParams(steps=10)
+    entry_id = await h.insert("a red fox", params=params)
+    assert not (await h.lookup("a red fox", tenant="b", params=params)).exact_repeat
+    h.objects.delete([f"entries/a/{entry_id}"])
+    result = await h.lookup("a red fox", params=params)
+    assert not result.exact_repeat and not result.decision.hit and entry_id not in h.vectors.rows
+
+
+# --- validation -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("query", "field"),
+    [
+        (LookupQuery("", "x"), "tenant"),
+        (LookupQuery("a b", "x"), "tenant"),
+        (LookupQuery("a"), "prompt"),
+        (LookupQuery("a", "x", embedding=[1.0] * DIM), "prompt"),
+        (LookupQuery("a", " "), "prompt"),
+        (LookupQuery("a", "x" * 201), "prompt"),
+        (LookupQuery("a", "x", top_k=11), "top_k"),
+        (LookupQuery("a", embedding=[1.0, 2.0]), "embedding"),
+        (LookupQuery("a", "x", params=GenParams(prompt="y")), "params.prompt"),
+    ],
+)
+async def test_lookup_validation_names_the_field(h: Harness, query: LookupQuery, field: str) -> None:
+    with pytest.raises(InvalidArgument) as info:
+        await h.engine.lookup(query)
+    assert info.value.field == field
+
+
+@pytest.mark.parametrize(
+    ("entry", "field"),
+    [
+        (NewEntry("a", "x", b"not an image", "m"), "image"),
+        (NewEntry("a", "x", b"", "m"), "image"),
+        (NewEntry("a", "x", png(size=1024), "m"), "image"),  # more pixels than allowed
+        (NewEntry("a", "", png(), "m"), "prompt"),
+        (NewEntry("a", "x", png(), ""), "model_id"),
+        (NewEntry("-a", "x", png(), "m"), "tenant"),
+        (NewEntry("a", "x", png(), "m", metadata={"k" * 65: "v"}), f"metadata[{'k' * 65!r}]"),
+    ],
+)
+async def test_insert_validation_names_the_field(h: Harness, entry: NewEntry, field: str) -> None:
+    with pytest.raises(InvalidArgument) as info:
+        await h.engine.insert(entry)
+    assert info.value.field == field
+    assert not h.objects.objects
+
+
+async def test_unknown_entry_ids(h: Harness) -> None:
+    with pytest.raises(NotFound):
+        await h.engine.fetch("a", "0" * 32)
+    with pytest.raises(InvalidArgument):
+        await h.engine.fetch("a", "not-an-id")
+
+
+# --- batching -------------------------------------------------------------------------------
+
+
+async def test_concurrent_lookups_are_embedded_in_shared_batches(h: Harness) -> None:
+    await h.insert("a red fox")
+    before = len(h.words.calls)
+    results = await asyncio.gather(*(h.lookup(f"a red fox number{i}") for i in range(12)))
+    assert all(r.matches for r in results)
+    calls = h.words.calls[before:]
+    assert sum(calls) == 12 and len(calls) < 12
+
+
+class PausingList(MemoryObjectStore):
+    """A listing that takes its snapshot, then waits: room for other requests to run meanwhile."""
+
+    def __init__(self, clock: Clock) -> None:
+        super().__init__(clock)
+        self.listed = threading.Event()
+        self.release = threading.Event()
+        self.release.set()
+
+    def list(self, prefix: str) -> Iterator[ObjectInfo]:
+        items = list(super().list(prefix))
+        self.listed.set()
+        self.release.wait(5)
+        return iter(items)
+
+
+async def test_entry_deleted_during_a_reconcile_pass_does_not_come_back() -> None:
+    h = Harness()
+    h.objects = PausingList(h.clock)
+    h.engine = h.make()
+    await h.engine.start(background=False, reconcile=False)
+    entry_id = await h.insert("a red fox")
+    h.engine.ledger.remove(entry_id)  # as if another path lost track of it: reconcile must re-add
+    kept = await h.insert("a blue whale")
+    h.objects.release.clear()
+    h.objects.listed.clear()
+    reconcile = asyncio.create_task(h.engine.reconcile(grace_seconds=0))
+    await until(h.objects.listed.is_set)
+    await h.engine.delete("a", kept)  # the pass's snapshots still hold its row and its object
+    h.objects.release.set()
+    await reconcile
+    assert entry_id in h.engine.ledger  # re-synchronised from the vector store
+    assert kept not in h.engine.ledger and kept not in h.vectors.rows
+    assert h.engine.ledger.total.entries == 1

@@ -1,0 +1,53 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from pydantic import ValidationError
+
+from modm.services.cache.ledger import Limits
+from modm.services.cache.settings import CacheSettings
+from modm.services.cache.thresholds import table
+
+
+def test_defaults_are_the_embedded_setup(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("MODM_HOME", str(tmp_path))
+    settings = CacheSettings.load()
+    assert settings.embedder == "minilm" and settings.s3_endpoint is None
+    assert settings.resolved_milvus_uri() == str(tmp_path / "cache" / "milvus.db")
+    assert settings.limits() == Limits(max_entries=10_000)
+    assert settings.eviction_policy == "fifo" and settings.index_type == "HNSW"
+    assert settings.threshold_table() is None
+
+
+def test_env_prefix_and_the_shared_milvus_variable(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MODM_MILVUS_URI", "http://127.0.0.1:19530")
+    monkeypatch.setenv("MODM_CACHE_EVICTION_POLICY", "lcbfu")
+    monkeypatch.setenv("MODM_CACHE_TENANT_MAX_BYTES", "1000")
+    settings = CacheSettings.load()
+    assert settings.milvus_uri == "http://127.0.0.1:19530"
+    assert settings.eviction_policy == "lcbfu" and settings.limits().tenant_max_bytes == 1000
+    monkeypatch.setenv("MODM_CACHE_MILVUS_URI", "/data/m.db")
+    assert CacheSettings.load().milvus_uri == "/data/m.db"
+    assert CacheSettings.load(milvus_uri="/x/y.db").milvus_uri == "/x/y.db"  # CLI flags win
+
+
+def test_thresholds_override_is_parsed() -> None:
+    assert CacheSettings.load(thresholds="[[0.9, 25], [0.8, 5]]").threshold_table() == table((0.9, 25), (0.8, 5))
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        {"eviction_policy": "random"},
+        {"thresholds": "[[2, 5]]"},
+        {"s3_endpoint": "127.0.0.1:9000"},  # without credentials
+        {"s3_bucket": "Bad_Bucket"},
+        {"max_entries": 0},
+        {"embedder": "word2vec"},
+        {"collection_prefix": "has-dash"},
+    ],
+)
+def test_bad_settings_are_refused(overrides: dict[str, object]) -> None:
+    with pytest.raises(ValidationError):
+        CacheSettings.load(**overrides)
