@@ -147,7 +147,7 @@ class Stack:
 
 def up(
     data_dir: Annotated[Path | None, typer.Option(help="State folder (default $MODM_HOME or ~/.modm).")] = None,
-    config: Annotated[Path | None, typer.Option(help="TOML file with [large] [small] [cache] [router].")] = None,
+    config: Annotated[Path | None, typer.Option(help="TOML config (tables large, small, cache, router).")] = None,
     host: Annotated[str, typer.Option(help="Address the router binds to.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Router port.")] = ROUTER_PORT,
     large_tiny: Annotated[str, typer.Option(help="Tiny family of the large worker.")] = "sd3",
