@@ -6,6 +6,7 @@ Tests run in file order on one stack; the last ones stop the cache and kill the 
 
 from __future__ import annotations
 
+import asyncio
 import signal
 import threading
 import time
@@ -232,3 +233,16 @@ def test_worker_killed_mid_request_is_retried_elsewhere(stack: Stack, client: mo
     assert attempts == [1, 2]
     assert health_status(stack.router.address) is not None
     assert client.stats()["retries"] >= 1
+
+
+async def test_async_client_generates_streams_and_reports(stack: Stack, client: modm.Client) -> None:
+    async with modm.AsyncClient(stack.router.address, timeout=120) as aclient:
+        first, second = await asyncio.gather(
+            aclient.generate("an async test of a red kite", steps=STEPS, seed=11, cache_policy="off"),
+            aclient.generate("an async test of a blue kite", steps=STEPS, seed=12, cache_policy="off"),
+        )
+        assert {first.outcome, second.outcome} == {"bypassed"}
+        assert first.image.size == second.image.size == (128, 128)
+        events = [event async for event in aclient.generate_stream("an async stream", steps=STEPS, cache_policy="off")]
+        assert type(events[0]).__name__ == "Queued" and type(events[-1]).__name__ == "GenerateResult"
+        assert (await aclient.stats())["pools"]
