@@ -5,6 +5,7 @@ from __future__ import annotations
 from grpc import aio
 
 from modm.errors import InvalidArgument, Unavailable
+from modm.params import read_params
 from modm.services.cache.engine import (
     CacheEngine,
     Entry,
@@ -19,15 +20,8 @@ from modm.v1 import cache_pb2, cache_pb2_grpc, common_pb2
 
 
 def _params(message: common_pb2.GenerationParams) -> GenParams:
-    return GenParams(
-        prompt=message.prompt,
-        negative_prompt=message.negative_prompt,
-        width=message.width,
-        height=message.height,
-        steps=message.steps,
-        guidance_scale=message.guidance_scale if message.HasField("guidance_scale") else None,
-        seed=message.seed if message.HasField("seed") else None,
-    )
+    raw = read_params(message)  # the output format is the caller's business, not the cache key's
+    return GenParams(raw.prompt, raw.negative_prompt, raw.width, raw.height, raw.steps, raw.guidance_scale, raw.seed)
 
 
 def _params_message(params: GenParams) -> common_pb2.GenerationParams:
