@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import signal
+import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -202,6 +203,47 @@ def test_auth_on_the_public_port(stack: Stack, tmp_path: Path) -> None:
         assert router.stop() == 0
 
 
+async def test_async_client_generates_streams_and_reports(stack: Stack, client: modm.Client) -> None:
+    async with modm.AsyncClient(stack.router.address, timeout=120) as aclient:
+        first, second = await asyncio.gather(
+            aclient.generate("an async test of a red kite", steps=STEPS, seed=11, cache_policy="off"),
+            aclient.generate("an async test of a blue kite", steps=STEPS, seed=12, cache_policy="off"),
+        )
+        assert {first.outcome, second.outcome} == {"bypassed"}
+        assert first.image.size == second.image.size == (128, 128)
+        events = [event async for event in aclient.generate_stream("an async stream", steps=STEPS, cache_policy="off")]
+        assert type(events[0]).__name__ == "Queued" and type(events[-1]).__name__ == "GenerateResult"
+        assert (await aclient.stats())["pools"]
+
+
+def test_tls_on_the_public_port(stack: Stack, tmp_path: Path) -> None:
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=localhost",
+         "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1", "-keyout", str(key), "-out", str(cert)],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    router = start_router(
+        stack.log_dir, stack.large.address, stack.small.address, None, tls_cert_file=cert, tls_key_file=key
+    )
+    try:
+        with modm.Client(router.address, tls=True, root_certificates=cert.read_bytes(), timeout=60) as secure:
+            deadline = time.monotonic() + 60
+            while True:  # the router process is still importing; the client's own retries are short
+                try:
+                    wait_for_pools(secure, {"large"})
+                    break
+                except modm.client.UnavailableError:
+                    assert time.monotonic() < deadline, router.log_tail()
+                    time.sleep(0.5)
+            assert secure.generate("a boat under a bridge", steps=2).image.size == (128, 128)
+        with modm.Client(router.address, retries=0, timeout=5) as plain, pytest.raises(modm.client.ModmClientError):
+            plain.stats()
+    finally:
+        assert router.stop() == 0
+
+
+# The tests below stop the cache and kill the large worker: keep them last.
 def test_cache_stopped_serves_misses_and_says_so(stack: Stack, client: modm.Client) -> None:
     assert stack.cache.stop() == 0
     result = client.generate(ORIGINAL, steps=STEPS, seed=1)  # was an exact repeat
@@ -233,16 +275,3 @@ def test_worker_killed_mid_request_is_retried_elsewhere(stack: Stack, client: mo
     assert attempts == [1, 2]
     assert health_status(stack.router.address) is not None
     assert client.stats()["retries"] >= 1
-
-
-async def test_async_client_generates_streams_and_reports(stack: Stack, client: modm.Client) -> None:
-    async with modm.AsyncClient(stack.router.address, timeout=120) as aclient:
-        first, second = await asyncio.gather(
-            aclient.generate("an async test of a red kite", steps=STEPS, seed=11, cache_policy="off"),
-            aclient.generate("an async test of a blue kite", steps=STEPS, seed=12, cache_policy="off"),
-        )
-        assert {first.outcome, second.outcome} == {"bypassed"}
-        assert first.image.size == second.image.size == (128, 128)
-        events = [event async for event in aclient.generate_stream("an async stream", steps=STEPS, cache_policy="off")]
-        assert type(events[0]).__name__ == "Queued" and type(events[-1]).__name__ == "GenerateResult"
-        assert (await aclient.stats())["pools"]
