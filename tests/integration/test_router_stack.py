@@ -11,6 +11,7 @@ import signal
 import subprocess
 import threading
 import time
+import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,6 +39,7 @@ class Stack:
     small: ServiceProcess
     router: ServiceProcess
     log_dir: Path
+    metrics_port: int
 
 
 def start_router(log_dir: Path, large: str, small: str, cache: str | None, **settings: object) -> ServiceProcess:
@@ -78,10 +80,11 @@ def stack(tiny_model: Callable[[str], Path], tmp_path_factory: pytest.TempPathFa
     try:
         for proc in procs:
             proc.wait_serving(timeout=300)
-        router = start_router(root, large.address, small.address, cache.address)
+        metrics_port = free_port()
+        router = start_router(root, large.address, small.address, cache.address, metrics_port=metrics_port)
         procs.append(router)
         router.wait_serving()
-        yield Stack(cache, large, small, router, root)
+        yield Stack(cache, large, small, router, root, metrics_port)
     finally:
         for proc in reversed(procs):
             proc.stop()
@@ -241,6 +244,16 @@ def test_tls_on_the_public_port(stack: Stack, tmp_path: Path) -> None:
             plain.stats()
     finally:
         assert router.stop() == 0
+
+
+def test_prometheus_metrics_count_outcomes_and_workers(stack: Stack, client: modm.Client) -> None:
+    text = urllib.request.urlopen(f"http://127.0.0.1:{stack.metrics_port}/metrics", timeout=10).read().decode()
+    samples = {line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line[:1] != "#"}
+    assert samples['modm_router_requests_total{outcome="miss",pool="large",result="ok"}'] >= 1
+    assert samples['modm_router_requests_total{outcome="hit",pool="small",result="ok"}'] >= 1
+    assert samples['modm_router_requests_total{outcome="exact_repeat",pool="cache",result="ok"}'] >= 1
+    assert samples['modm_router_workers{pool="large"}'] == samples['modm_router_workers{pool="small"}'] == 1
+    assert samples["modm_router_cache_available"] == 1
 
 
 # The tests below stop the cache and kill the large worker: keep them last.
