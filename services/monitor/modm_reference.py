@@ -1,0 +1,103 @@
+"""MoDM's two allocation rules, as DESIGN.md gives them, kept as references to compare against.
+
+Both compute a target number of large GPUs from the window's rates and the profiled full-run
+latencies (`T = 60/lat` req/min per GPU), then move towards it with the same PID step:
+`e = target - current`, `I += e`, `D = e - e_previous`, `u = 0.6 e + 0.05 I + 0.05 D`, the
+current count moves by `u` rounded half away from zero, and the result is clipped to the range
+(`[1, N]`, narrowed by the fleet's bounds). They know nothing of queues, switch cost or SLOs and
+never ask the router to degrade: when the load exceeds the fleet they say so and go on.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from enum import StrEnum
+
+from modm.services.monitor.observations import Allocation, Decision, Fleet, Window
+
+KP, KI, KD = 0.6, 0.05, 0.05
+DERATING = 0.9  # variant A keeps 10% of the spare capacity unused
+
+
+@dataclass(frozen=True)
+class PidState:
+    integral: float = 0.0
+    previous_error: float = 0.0
+
+
+def round_half_away(x: float) -> int:
+    return math.floor(abs(x) + 0.5) * (1 if x >= 0 else -1)
+
+
+def pid_step(target: int, current: int, state: PidState, low: int, high: int) -> tuple[int, PidState, float]:
+    """One smoothing step towards `target`; returns the new count, the new state and `u`."""
+    error = target - current
+    integral = state.integral + error
+    u = KP * error + KI * integral + KD * (error - state.previous_error)
+    return min(high, max(low, current + round_half_away(u))), PidState(integral, error), u
+
+
+class Variant(StrEnum):
+    QUALITY_FIRST = "modm-a"  # SLO experiments
+    PROPORTIONAL = "modm-b"  # throughput experiments
+
+
+def quality_first_target(window: Window, gpus: int) -> tuple[int, str]:
+    """Variant A: enough large GPUs for the misses, then as many more as the derated spare
+    capacity still covers the hits."""
+    lat_l, lat_s = window.large.profile.full_run_seconds, window.small.profile.full_run_seconds
+    t_l, t_s = 60.0 / lat_l, 60.0 / lat_s
+    rate, h = window.request_rate_per_min, window.hit_rate
+    w_miss, w_hit = (1.0 - h) * rate, h * rate * window.kappa
+
+    def spare(n: int) -> float:
+        return n * t_l - w_miss + (gpus - n) * t_s
+
+    n = math.ceil(w_miss / t_l - 1e-12)
+    if n > gpus:
+        return gpus, f"misses {w_miss:.2f}/min need {n} large GPUs of {gpus}: overloaded (the research code stops)"
+    while n < gpus and DERATING * spare(n + 1) >= w_hit:
+        n += 1
+    why = (
+        f"misses {w_miss:.2f}/min, hits {w_hit:.2f} full-run-equivalents/min; "
+        f"{n} large leave {DERATING} x {spare(n):.2f}/min spare for hits"
+    )
+    return max(1, n), why
+
+
+def proportional_target(window: Window, gpus: int) -> tuple[int, str]:
+    """Variant B: large GPUs in proportion to the misses' share of the GPU work."""
+    h, kappa = window.hit_rate, window.kappa
+    ratio = window.small.profile.full_run_seconds / window.large.profile.full_run_seconds
+    denominator = (1.0 - h) + h * kappa * ratio
+    share = (1.0 - h) / denominator if denominator > 0 else 0.0
+    n = round_half_away(share * gpus)
+    why = f"misses are {share:.3f} of the work (h={h:.2f}, kappa={kappa:.2f}, lat_S/lat_L={ratio:.3f})"
+    return max(1, min(gpus, n)), why
+
+
+@dataclass(frozen=True)
+class ModmPolicy:
+    """MoDM's monitor: variant A or B target, PID-smoothed."""
+
+    variant: Variant
+
+    @property
+    def name(self) -> str:
+        return self.variant.value
+
+    def initial_state(self) -> PidState:
+        return PidState()
+
+    def decide(self, window: Window, current: Allocation, fleet: Fleet, state: object) -> Decision:
+        pid = state if isinstance(state, PidState) else PidState()
+        rule = quality_first_target if self.variant is Variant.QUALITY_FIRST else proportional_target
+        target, why = rule(window, fleet.gpus)
+        low, high = fleet.large_bounds(misses_arrive=True)
+        low, high = max(1, low), max(1, high)
+        target = min(high, max(low, target))
+        large, pid, u = pid_step(target, current.large, pid, low, high)
+        allocation = fleet.split(large)
+        reason = f"{self.name}: target {target} large ({why}); PID u={u:+.2f} -> {allocation}"
+        return Decision(allocation, reason, state=pid)
