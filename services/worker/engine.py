@@ -70,13 +70,12 @@ def limits_for(settings: WorkerSettings, runner: DiffusionRunner) -> RequestLimi
 
 
 class WorkerEngine:
-    def __init__(self, runner: DiffusionRunner, settings: WorkerSettings) -> None:
+    def __init__(self, runner: DiffusionRunner, settings: WorkerSettings, executor: ThreadPoolExecutor) -> None:
         self.runner = runner
         self.settings = settings
         self.limits = limits_for(settings, runner)
         self.profile: Profile | None = None
-        # One thread: a pipeline is not safe to call concurrently, and batching replaces concurrency.
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="pipeline")
+        self._executor = executor
         self._batcher: DynamicBatcher[_Submission, GeneratedImage] = DynamicBatcher(
             self._run_batch,
             key=lambda sub: sub.job.batch_key(),

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 
 from modm.logs import configure_logging
 from modm.services.worker import metrics
@@ -18,6 +19,16 @@ from modm.v1 import worker_pb2, worker_pb2_grpc
 log = logging.getLogger(__name__)
 
 SERVICE_NAME = worker_pb2.DESCRIPTOR.services_by_name["Worker"].full_name
+
+
+def pipeline_thread() -> ThreadPoolExecutor:
+    """The one thread that loads the pipeline and runs every call of it.
+
+    One thread, because a pipeline is not safe to call concurrently and batching replaces
+    concurrency. The same thread that loaded it, because torch on CPU ran a tiny SD3 about
+    twice as slowly from any other thread (benchmarks/worker_throughput.py showed it).
+    """
+    return ThreadPoolExecutor(max_workers=1, thread_name_prefix="pipeline")
 
 
 def load_runner(settings: WorkerSettings) -> DiffusionRunner:
@@ -42,8 +53,9 @@ async def serve(
     servicer = WorkerServicer()
     worker_pb2_grpc.add_WorkerServicer_to_server(servicer, host.server)
     await host.start()
-    runner = await asyncio.to_thread(load, settings)
-    engine = WorkerEngine(runner, settings)
+    executor = pipeline_thread()
+    runner = await asyncio.get_running_loop().run_in_executor(executor, load, settings)
+    engine = WorkerEngine(runner, settings, executor)
     if settings.warmup:
         profile = await engine.warm_up()
         log.info(

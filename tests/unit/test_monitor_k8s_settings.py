@@ -1,0 +1,46 @@
+"""The Kubernetes scaler's settings, RBAC list and the emulator's merge patch, without a server."""
+
+from __future__ import annotations
+
+import pytest
+from pydantic import ValidationError
+
+from modm.services.monitor.k8s_scaler import REQUIRED_RBAC
+from modm.services.monitor.settings import MonitorSettings
+from tests.k8s_emulator import merge_patch
+
+
+def test_settings_come_from_the_monitor_env_prefix(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MODM_MONITOR_NAMESPACE", "serving")
+    monkeypatch.setenv("MODM_MONITOR_LARGE_DEPLOYMENT", "sd35")
+    settings = MonitorSettings()
+    assert (settings.namespace, settings.large_deployment, settings.small_deployment) == (
+        "serving",
+        "sd35",
+        "modm-worker-small",
+    )
+
+
+def test_lease_timing_must_leave_a_leader_time_to_step_down() -> None:
+    with pytest.raises(ValidationError, match="renew_deadline_seconds"):
+        MonitorSettings(lease_duration_seconds=10, renew_deadline_seconds=10)
+
+
+def test_required_rbac_is_least_privilege() -> None:
+    granted = {(r.api_group, r.resource, verb) for r in REQUIRED_RBAC for verb in r.verbs}
+    assert granted == {
+        ("apps", "deployments", "get"),
+        ("apps", "deployments", "patch"),
+        ("apps", "deployments/scale", "get"),
+        ("apps", "deployments/scale", "patch"),
+        ("", "events", "create"),
+        ("coordination.k8s.io", "leases", "get"),
+        ("coordination.k8s.io", "leases", "create"),
+        ("coordination.k8s.io", "leases", "update"),
+    }
+
+
+def test_merge_patch_follows_rfc_7386() -> None:
+    target = {"a": "b", "c": {"d": "e", "f": "g"}}
+    assert merge_patch(target, {"a": "z", "c": {"f": None}}) == {"a": "z", "c": {"d": "e"}}
+    assert merge_patch({"a": [1, 2]}, {"a": [3]}) == {"a": [3]}
