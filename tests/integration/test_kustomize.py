@@ -12,6 +12,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from modm.services.monitor.k8s_scaler import REQUIRED_RBAC
+
 ROOT = Path(__file__).resolve().parents[2]
 K8S_VERSION = "1.34.0"
 GPU_KEYS = {"nvidia.com/gpu", "amd.com/gpu"}
@@ -90,12 +92,9 @@ def project_checks(objects: list[dict], gpu_key: str) -> None:
     role = next(o for o in objects if o["kind"] == "Role")
     assert {
         (g, r, tuple(rule["verbs"])) for rule in role["rules"] for g in rule["apiGroups"] for r in rule["resources"]
-    } == {
-        ("apps", "deployments", ("get", "list", "watch", "patch", "update")),
-        ("apps", "deployments/scale", ("get", "list", "watch", "patch", "update")),
-        ("coordination.k8s.io", "leases", ("get", "create", "update")),
-        ("", "events", ("create", "patch")),
-    }
+    } == {(rule.api_group, rule.resource, rule.verbs) for rule in REQUIRED_RBAC}, (
+        "the Role must grant exactly what the code calls"
+    )
     open_ports = [
         (p["metadata"]["name"], rule)
         for p in objects
