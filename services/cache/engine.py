@@ -272,6 +272,8 @@ class CacheEngine:
         self._mutations = asyncio.Lock()  # deletes vs. stats upserts (an upsert must not resurrect)
         self._reconciling = asyncio.Lock()
         self._inflight_keys: set[str] = set()
+        # Records whose vector write is under way: an exact repeat can already be served from them.
+        self._pending: dict[str, VectorRecord] = {}
         # Ids removed while a reconcile is between its scan and its ledger re-sync: that scan
         # may still list them, and they must not come back.
         self._removed_during_reconcile: set[str] | None = None
@@ -384,7 +386,11 @@ class CacheEngine:
             if not await self._io(lambda m=meta: self.objects.exists(m.object_key), "object stat"):
                 await self._remove_stale([meta.entry_id])
                 continue
-            records = await self._io(lambda m=meta: self.vectors.get([m.entry_id]), "vector get")
+            pending = self._pending.get(meta.entry_id)
+            if pending is not None:
+                records = [pending]
+            else:
+                records = await self._io(lambda m=meta: self.vectors.get([m.entry_id]), "vector get")
             if not records:
                 continue
             if not dry_run and self.ledger.record_hit(meta.entry_id, TOTAL_STEPS, now):
@@ -475,7 +481,12 @@ class CacheEngine:
         return InsertResult(entry_id, [e.meta.entry_id for e in evictions])
 
     async def _write_entry(self, record: VectorRecord, data: bytes) -> None:
-        """Bytes first, then the vector, then the ledger; undo the bytes if the vector fails."""
+        """Bytes first, then the ledger, then the vector; undo both if the vector fails.
+
+        The ledger (which answers exact repeats) learns of the entry before the vector can be
+        found by a search, so a repeat of the prompt right after its insert is an exact repeat,
+        never a near hit on its own image; the bytes it would serve are already stored.
+        """
         key = record.object_key
         self._inflight_keys.add(key)
         try:
@@ -483,14 +494,17 @@ class CacheEngine:
             if self._fault_pause:
                 log.warning("fault injection: pausing between the object and the vector write")
                 await asyncio.sleep(self._fault_pause)
+            self._pending[record.entry_id] = record
+            self.ledger.add(self._meta_of(record))
             try:
                 await self._io(lambda: self.vectors.insert(record), "vector insert")
             except Exception:
+                self.ledger.remove(record.entry_id)
                 with contextlib.suppress(Exception):  # best effort; reconcile removes it otherwise
                     await self._io(lambda: self.objects.delete([key]), "object delete")
                 raise
-            self.ledger.add(self._meta_of(record))
         finally:
+            self._pending.pop(record.entry_id, None)
             self._inflight_keys.discard(key)
 
     async def delete(self, tenant: str, entry_id: str) -> None:

@@ -377,6 +377,37 @@ async def test_ttl_hides_and_expires_old_entries() -> None:
 # --- exact repeats --------------------------------------------------------------------------
 
 
+async def test_a_repeat_during_the_vector_write_is_already_an_exact_repeat() -> None:
+    h = await make_harness()
+    params = GenParams(width=512, height=512, steps=28, guidance_scale=7.0, seed=5)
+    entered, release = threading.Event(), threading.Event()
+    real_insert = h.vectors.insert
+
+    def slow_insert(record: VectorRecord) -> None:
+        entered.set()
+        release.wait(5)
+        real_insert(record)
+
+    h.vectors.insert = slow_insert  # type: ignore[method-assign]
+    insert = asyncio.ensure_future(h.insert("a red fox", params=params))
+    await asyncio.to_thread(entered.wait, 5)
+    during = await h.lookup("a red fox", params=params)
+    release.set()
+    entry_id = await insert
+    assert during.exact_repeat and during.entry_id == entry_id
+    assert await h.engine.fetch("a", entry_id)
+
+
+async def test_a_failed_vector_write_leaves_no_exact_repeat() -> None:
+    h = await make_harness()
+    params = GenParams(width=512, height=512, steps=28, guidance_scale=7.0, seed=5)
+    h.vectors.fail_next("insert")
+    with pytest.raises(Unavailable):
+        await h.insert("a red fox", params=params)
+    assert not (await h.lookup("a red fox", params=params)).exact_repeat
+    assert not list(h.objects.list(""))
+
+
 async def test_exact_repeat_needs_no_embedding() -> None:
     h = await make_harness()
     params = GenParams(width=512, height=512, steps=28, guidance_scale=7.0, seed=5)
