@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import socket
+from typing import Annotated, Literal
 
-from pydantic import Field, model_validator
-from pydantic_settings import SettingsConfigDict
+from pydantic import Field, field_validator, model_validator
+from pydantic_settings import NoDecode, SettingsConfigDict
 
+from modm.services.monitor.policy import POLICIES
 from modm.settings import ServiceSettings
 
 
@@ -33,6 +35,53 @@ class MonitorSettings(ServiceSettings):
     lease_duration_seconds: int = Field(15, ge=1, description="A silent holder is replaced after this long.")
     renew_deadline_seconds: float = Field(10.0, gt=0, description="A leader that cannot renew this long stops acting.")
     retry_period_seconds: float = Field(2.0, gt=0, description="How often the Lease is renewed or tried.")
+
+    # The control loop (services/monitor/loop.py).
+    scaler: Literal["kubernetes"] = Field("kubernetes", description="What applies decisions (only kubernetes so far).")
+    routers: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Comma-separated host:port of the routers; dns:name:port re-resolves a name (a headless "
+        "Service) to every router pod each round.",
+    )
+    total_gpus: int | None = Field(
+        None, ge=1, description="GPUs to split; unset: the two Deployments' replicas when the monitor starts."
+    )
+    policy: str = Field("slo-aware", description="Allocation policy: slo-aware (default), modm-a, modm-b, all-large.")
+    interval_s: float = Field(180.0, gt=0, description="Seconds between decisions (MoDM: 180).")
+    stats_timeout_s: float = Field(5.0, gt=0, description="Deadline of each router's Stats call.")
+    slo_seconds: float = Field(300.0, gt=0, description="Latency target the default policy plans for.")
+    switch_seconds: float = Field(30.0, ge=0, description="Measured model load: a switching GPU serves nothing.")
+    min_large: int = Field(1, ge=0)
+    max_large: int | None = Field(None, ge=0)
+    min_small: int = Field(0, ge=0)
+    max_small: int | None = Field(None, ge=0)
+    large_seconds_per_step: float = Field(
+        91.5 / 50, gt=0, description="Used until a large worker reports its speed (MoDM: SD3.5-Large on MI210)."
+    )
+    small_seconds_per_step: float = Field(16.5 / 50, gt=0, description="As large_seconds_per_step (SDXL).")
+
+    @field_validator("routers", mode="before")
+    @classmethod
+    def _split_routers(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @field_validator("routers")
+    @classmethod
+    def _router_targets(cls, value: list[str]) -> list[str]:
+        for target in value:
+            host, _, port = target.removeprefix("dns:").rpartition(":")
+            if not host or not port.isdigit():
+                raise ValueError(f"router {target!r} is not host:port or dns:name:port")
+        return value
+
+    @field_validator("policy")
+    @classmethod
+    def _known_policy(cls, value: str) -> str:
+        if value not in POLICIES:
+            raise ValueError(f"unknown policy {value!r}; choose one of {', '.join(POLICIES)}")
+        return value
 
     @model_validator(mode="after")
     def _lease_timing(self) -> MonitorSettings:

@@ -1,0 +1,177 @@
+"""The monitor's control loop: every `interval_s`, read every router's Stats, build the Window,
+read the live allocation, ask the policy, and apply the decision only while holding the Lease.
+
+One round never raises: a failed stage is logged, counted (`modm_monitor_errors_total{stage}`)
+and reported in the round's `Iteration`; the next round starts fresh. The policy's memory
+(hysteresis) is carried from round to round.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from modm.services.monitor import metrics
+from modm.services.monitor.observations import Allocation, Decision, Fleet, PoolProfile, Window
+from modm.services.monitor.policy import Policy
+from modm.services.monitor.settings import MonitorSettings
+from modm.services.monitor.stats_client import StatsReading, aggregate
+
+log = logging.getLogger(__name__)
+
+
+class StatsReader(Protocol):
+    async def read(self) -> StatsReading: ...
+
+
+class Scaler(Protocol):
+    def current(self) -> Allocation: ...
+
+    def apply(self, decision: Decision) -> object: ...
+
+
+class Leader(Protocol):
+    @property
+    def is_leader(self) -> bool: ...
+
+
+class AlwaysLeader:
+    """For a single monitor with no Lease (tests, local use)."""
+
+    is_leader = True
+
+
+@dataclass(frozen=True)
+class Iteration:
+    """What one round saw and did."""
+
+    unreachable: dict[str, str] = field(default_factory=dict)
+    window: Window | None = None
+    current: Allocation | None = None
+    decision: Decision | None = None
+    applied: bool = False
+    outcome: object = None
+    errors: dict[str, str] = field(default_factory=dict)  # stage -> error
+
+
+def fleet_from(settings: MonitorSettings, gpus: int) -> Fleet:
+    return Fleet(
+        gpus=gpus,
+        slo_seconds=settings.slo_seconds,
+        switch_seconds=settings.switch_seconds,
+        min_large=settings.min_large,
+        max_large=settings.max_large,
+        min_small=settings.min_small,
+        max_small=settings.max_small,
+    )
+
+
+class MonitorLoop:
+    def __init__(
+        self,
+        settings: MonitorSettings,
+        reader: StatsReader,
+        scaler: Scaler,
+        policy: Policy,
+        leader: Leader | None = None,
+        *,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.settings = settings
+        self.reader = reader
+        self.scaler = scaler
+        self.policy = policy
+        self.leader = leader or AlwaysLeader()
+        self._clock = clock
+        self._state = policy.initial_state()
+        self._gpus = settings.total_gpus
+        self.rounds = 0
+        self.last: Iteration | None = None
+        self._large = PoolProfile(settings.large_seconds_per_step)
+        self._small = PoolProfile(settings.small_seconds_per_step)
+
+    async def iterate(self) -> Iteration:
+        """One round; never raises (errors are in the result, the log and the metrics)."""
+        errors: dict[str, str] = {}
+        reading = StatsReading()
+        try:
+            reading = await self.reader.read()
+        except Exception as error:  # a round must not kill the loop
+            errors["stats"] = repr(error)
+        metrics.UNREACHABLE.set(len(reading.unreachable))
+        window = None
+        if reading.stats:
+            window = aggregate(list(reading.stats.values()), self._large, self._small)
+        elif "stats" not in errors:
+            errors["stats"] = "no router answered"
+        current = None
+        try:
+            current = await asyncio.to_thread(self.scaler.current)
+            metrics.ALLOCATION.labels("large").set(current.large)
+            metrics.ALLOCATION.labels("small").set(current.small)
+        except Exception as error:
+            errors["scaler"] = repr(error)
+        decision, applied, outcome = None, False, None
+        if window is not None and current is not None:
+            if self._gpus is None:  # the budget is what the Deployments had when the monitor started
+                self._gpus = max(1, current.large + current.small)
+            try:
+                decision = self.policy.decide(window, current, fleet_from(self.settings, self._gpus), self._state)
+                self._state = decision.state
+            except Exception as error:
+                errors["policy"] = repr(error)
+        leader = self.leader.is_leader
+        metrics.LEADER.set(1 if leader else 0)
+        if decision is not None and current is not None:
+            action = "keep" if decision.target == current else "move"
+            if leader:
+                try:
+                    outcome = await asyncio.to_thread(self.scaler.apply, decision)
+                    applied = True
+                except Exception as error:
+                    errors["apply"] = repr(error)
+            metrics.DECISIONS.labels(action, "true" if applied else "false").inc()
+            metrics.TARGET.labels("large").set(decision.target.large)
+            metrics.TARGET.labels("small").set(decision.target.small)
+            metrics.DEGRADE.set(1 if decision.degrade_misses else 0)
+            log.info(
+                "decision",
+                extra={
+                    "action": action,
+                    "policy": self.policy.name,
+                    "current": str(current),
+                    "target": str(decision.target),
+                    "reason": decision.reason,
+                    "degrade_misses": decision.degrade_misses,
+                    "degrade_reason": decision.degrade_reason,
+                    "leader": leader,
+                    "applied": applied,
+                    "routers": sorted(reading.stats),
+                    "unreachable_routers": reading.unreachable,
+                },
+            )
+        for stage, why in errors.items():
+            metrics.ERRORS.labels(stage).inc()
+            log.warning(
+                "monitor round failed",
+                extra={"stage": stage, "error": why, "unreachable_routers": reading.unreachable},
+            )
+        self.rounds += 1
+        metrics.LAST_ITERATION.set(self._clock())
+        self.last = Iteration(reading.unreachable, window, current, decision, applied, outcome, errors)
+        return self.last
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Rounds every `interval_s` (measured start to start) until `stop` is set."""
+        loop = asyncio.get_running_loop()
+        while not stop.is_set():
+            started = loop.time()
+            await self.iterate()
+            wait = max(0.0, self.settings.interval_s - (loop.time() - started))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), wait)

@@ -1,0 +1,188 @@
+"""Reads `modm.v1.Router/Stats` from every router and folds them into one `Window`.
+
+Routers are found like the router finds workers (`discovery.split_target` / `resolve`): a static
+`host:port`, or `dns:name:port` re-resolved every round (a headless Service gives every router
+pod). Every call has a deadline. A router that does not answer, or a name that does not resolve,
+is listed in `StatsReading.unreachable` with why, never silently left out of the totals.
+
+Aggregation (`aggregate`, pure): each router sees its own share of the traffic, so rates,
+router queues and in-flight requests add up; the hit rate is weighted by each router's served
+requests and the k distribution by its hits. Every router sees the same workers, so a pool's
+ready workers are the union of the healthy worker addresses, not a sum.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+
+import grpc
+from grpc import aio
+
+from modm.services.monitor.observations import TOTAL_STEPS, PoolProfile, PoolState, Window
+from modm.services.router.discovery import format_address, resolve, split_target
+from modm.v1 import router_pb2, router_pb2_grpc
+
+log = logging.getLogger(__name__)
+
+POOLS = ("large", "small")
+
+
+@dataclass(frozen=True)
+class StatsReading:
+    """One round: the Stats of every router that answered, and those that did not (address -> why)."""
+
+    stats: dict[str, router_pb2.RouterStats] = field(default_factory=dict)
+    unreachable: dict[str, str] = field(default_factory=dict)
+
+
+def _served(stats: router_pb2.RouterStats) -> float:
+    if stats.outcomes:
+        return float(sum(n for outcome, n in stats.outcomes.items() if outcome != "failed"))
+    return float(stats.requests)
+
+
+def _hits(stats: router_pb2.RouterStats) -> float:
+    if stats.outcomes:
+        return float(stats.outcomes.get("hit", 0))
+    return _served(stats) * max(0.0, stats.hit_rate - stats.exact_repeat_rate)
+
+
+def _profile(
+    workers: Sequence[router_pb2.WorkerStats], fallback: PoolProfile, total_steps: int = TOTAL_STEPS
+) -> PoolProfile:
+    """Measured seconds per step (weighted by completions) if any, else profiled, else the fallback."""
+    completed = sum(w.completed for w in workers if w.mean_seconds_per_step > 0)
+    if completed:
+        sps = sum(w.completed * w.mean_seconds_per_step for w in workers if w.mean_seconds_per_step > 0) / completed
+        return PoolProfile(sps, 0.0, total_steps)  # measured per step run: overhead is already in it
+    profiled = [w for w in workers if w.profiled_seconds_per_step > 0]
+    if profiled:
+        sps = sum(w.profiled_seconds_per_step for w in profiled) / len(profiled)
+        overhead = sum(max(0.0, w.profiled_overhead_seconds) for w in profiled) / len(profiled)
+        return PoolProfile(sps, overhead, total_steps)
+    return fallback
+
+
+def aggregate(
+    stats: Sequence[router_pb2.RouterStats],
+    large_fallback: PoolProfile,
+    small_fallback: PoolProfile,
+    total_steps: int = TOTAL_STEPS,
+) -> Window:
+    """One Window from several routers' Stats (see the module docstring for how each field adds up)."""
+    if not stats:
+        raise ValueError("no router answered: nothing to aggregate")
+    served = [_served(s) for s in stats]
+    all_served = sum(served)
+    hits = [_hits(s) for s in stats]
+    all_hits = sum(hits)
+
+    def weighted(values: Sequence[float], weights: Sequence[float]) -> float:
+        total = sum(weights)
+        return sum(v * w for v, w in zip(values, weights, strict=True)) / total if total else 0.0
+
+    k_distribution: dict[int, float] = {}
+    k_weights = hits if all_hits else [1.0 if s.k_distribution else 0.0 for s in stats]
+    k_total = sum(k_weights)
+    for s, w in zip(stats, k_weights, strict=True):
+        for k, p in s.k_distribution.items():
+            k_distribution[int(k)] = k_distribution.get(int(k), 0.0) + p * w / k_total
+    hit_rate = min(1.0, weighted([s.hit_rate for s in stats], served))
+    repeat_rate = min(hit_rate, weighted([s.exact_repeat_rate for s in stats], served))
+
+    pools: dict[str, PoolState] = {}
+    for pool, fallback in (("large", large_fallback), ("small", small_fallback)):
+        workers = [w for s in stats for w in s.workers if w.pool == pool]
+        ready = {w.address for w in workers if w.healthy}
+        pool_stats = [p for s in stats for p in s.pools if p.pool == pool]
+        # routers that list no workers still report how many they reach
+        reported = len(ready) if workers else max((p.workers for p in pool_stats), default=0)
+        pools[pool] = PoolState(
+            ready=reported,
+            profile=_profile(workers, fallback, total_steps),
+            queue_depth=sum(p.queue_depth for p in pool_stats),
+            in_flight=sum(p.in_flight for p in pool_stats),
+        )
+    return Window(
+        seconds=max((s.window_seconds for s in stats), default=0.0) or 1.0,
+        request_rate_per_min=sum(max(0.0, s.request_rate_per_min) for s in stats),
+        hit_rate=hit_rate if all_served else 0.0,
+        k_distribution=k_distribution,
+        large=pools["large"],
+        small=pools["small"],
+        exact_repeat_rate=repeat_rate if all_served else 0.0,
+        total_steps=total_steps,
+    )
+
+
+class StatsClient:
+    """Reads every router's Stats, each call under `timeout_s`; keeps one channel per address."""
+
+    def __init__(
+        self,
+        targets: Sequence[str],
+        *,
+        timeout_s: float,
+        resolver: Callable[[str, int], Awaitable[list[str]]] = resolve,
+    ) -> None:
+        if not targets:
+            raise ValueError("the monitor needs at least one router address")
+        self.targets = list(targets)
+        self.timeout_s = timeout_s
+        self._resolver = resolver
+        self._channels: dict[str, aio.Channel] = {}
+
+    async def _addresses(self, unreachable: dict[str, str]) -> list[str]:
+        found: list[str] = []
+        for target in self.targets:
+            is_dns, host, port = split_target(target)
+            if not is_dns:
+                found.append(format_address(host, port))
+                continue
+            try:
+                addresses = await asyncio.wait_for(self._resolver(host, port), self.timeout_s)
+            except (OSError, TimeoutError) as error:
+                unreachable[target] = f"cannot resolve: {error or type(error).__name__}"
+                continue
+            if not addresses:
+                unreachable[target] = "resolves to no address"
+            found.extend(a for a in addresses if a not in found)
+        return found
+
+    async def _one(self, address: str) -> router_pb2.RouterStats:
+        channel = self._channels.get(address)
+        if channel is None:
+            channel = self._channels[address] = aio.insecure_channel(address)
+        stub = router_pb2_grpc.RouterStub(channel)
+        return await stub.Stats(router_pb2.RouterStatsRequest(), timeout=self.timeout_s)
+
+    async def read(self) -> StatsReading:
+        unreachable: dict[str, str] = {}
+        addresses = await self._addresses(unreachable)
+        for gone in set(self._channels) - set(addresses):
+            with contextlib.suppress(Exception):
+                await self._channels.pop(gone).close()
+        results = await asyncio.gather(*(self._one(a) for a in addresses), return_exceptions=True)
+        stats: dict[str, router_pb2.RouterStats] = {}
+        for address, result in zip(addresses, results, strict=True):
+            if isinstance(result, router_pb2.RouterStats):
+                stats[address] = result
+            elif isinstance(result, aio.AioRpcError):
+                unreachable[address] = f"{result.code().name}: {result.details()}"
+            elif isinstance(result, grpc.RpcError | OSError):
+                unreachable[address] = str(result) or type(result).__name__
+            elif isinstance(result, BaseException):
+                raise result
+        for address, why in unreachable.items():
+            log.warning("router unreachable", extra={"router": address, "error": why})
+        return StatsReading(stats, unreachable)
+
+    async def close(self) -> None:
+        for channel in self._channels.values():
+            with contextlib.suppress(Exception):
+                await channel.close()
+        self._channels.clear()
