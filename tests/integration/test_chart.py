@@ -13,7 +13,6 @@ from tests.integration.test_kustomize import docs, project_checks, validate
 
 ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "charts/modm"
-HELM = ROOT / ".tools/helm"
 
 EXTERNAL = [
     "cache.stores.external=true",
@@ -45,15 +44,6 @@ MATRIX = {
         "global.imageTag=1.2.3",
     ],
 }
-
-
-@pytest.fixture(scope="module")
-def helm() -> Path:
-    done = subprocess.run([str(ROOT / "scripts/fetch_tools")], capture_output=True, text=True, timeout=300)
-    if done.returncode == 3:
-        pytest.skip(f"helm unavailable, npm unreachable: {done.stderr.strip()}")
-    assert done.returncode == 0, done.stderr
-    return HELM
 
 
 def run_helm(helm: Path, *args: str) -> subprocess.CompletedProcess[str]:
