@@ -303,6 +303,12 @@ class _Options:
             credentials,
         )
 
+    def open_channel(self, transport: Any) -> Any:
+        """A channel from `grpc` (blocking) or `grpc.aio`: both spell the two factories alike."""
+        if self.credentials is not None:
+            return transport.secure_channel(self.endpoint, self.credentials, _CHANNEL_OPTIONS)
+        return transport.insecure_channel(self.endpoint, _CHANNEL_OPTIONS)
+
     def metadata(self) -> tuple[tuple[str, str], ...]:
         return (("authorization", f"Bearer {self.token}"),) if self.token else ()
 
@@ -332,10 +338,7 @@ class Client:
         root_certificates: bytes | None = None,
     ) -> None:
         self._o = _Options.make(endpoint, token, timeout, retries, backoff, tls, root_certificates)
-        if self._o.credentials is not None:
-            self._channel = grpc.secure_channel(self._o.endpoint, self._o.credentials, _CHANNEL_OPTIONS)
-        else:
-            self._channel = grpc.insecure_channel(self._o.endpoint, _CHANNEL_OPTIONS)
+        self._channel = self._o.open_channel(grpc)
         self._stub = router_pb2_grpc.RouterStub(self._channel)
 
     @property
@@ -444,10 +447,7 @@ class AsyncClient:
         root_certificates: bytes | None = None,
     ) -> None:
         self._o = _Options.make(endpoint, token, timeout, retries, backoff, tls, root_certificates)
-        if self._o.credentials is not None:
-            self._channel = aio.secure_channel(self._o.endpoint, self._o.credentials, _CHANNEL_OPTIONS)
-        else:
-            self._channel = aio.insecure_channel(self._o.endpoint, _CHANNEL_OPTIONS)
+        self._channel = self._o.open_channel(aio)
         self._stub = router_pb2_grpc.RouterStub(self._channel)
 
     @property

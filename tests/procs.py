@@ -10,7 +10,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from modm.launch import ServiceProcess, free_port, health_status, start_module  # noqa: F401
+from modm.launch import ServiceProcess, free_port, start_module
 
 
 def start_worker(model_dir: Path, log_dir: Path, **settings: object) -> ServiceProcess:

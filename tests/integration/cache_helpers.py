@@ -12,10 +12,11 @@ from pathlib import Path
 import grpc
 from PIL import Image
 
+from modm.launch import ServiceProcess
 from modm.services.cache.s3 import S3ObjectStore
 from modm.services.cache.seaweed import SeaweedServer
 from modm.v1 import cache_pb2, cache_pb2_grpc
-from tests.procs import ServiceProcess, start_cache
+from tests.procs import start_cache
 
 
 def png(color: tuple[int, int, int] = (200, 30, 30), size: int = 24) -> bytes:

@@ -17,9 +17,9 @@ import pytest
 from grpc_health.v1 import health_pb2
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
+from modm.launch import ServiceProcess, health_status
 from modm.v1 import cache_pb2, common_pb2
 from tests.integration.cache_helpers import S3, CacheClient, code_of, new_bucket, png, seaweed, started_cache
-from tests.procs import ServiceProcess, health_status
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

@@ -14,8 +14,8 @@ import pytest
 from typer.testing import CliRunner
 
 from modm.cli.main import app
+from modm.launch import ServiceProcess, free_port
 from modm.services.worker.pipeline import DiffusionRunner
-from tests.procs import ServiceProcess, free_port
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

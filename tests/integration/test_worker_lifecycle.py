@@ -19,12 +19,13 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from PIL import Image
 
 from modm.grpc_errors import RETRY_AFTER_KEY
+from modm.launch import ServiceProcess, free_port, health_status
 from modm.services.worker.pipeline import DiffusionRunner
 from modm.services.worker.server import SERVICE_NAME, load_runner, serve
 from modm.services.worker.settings import WorkerSettings
 from modm.serving import ServiceHost
 from modm.v1 import common_pb2, worker_pb2, worker_pb2_grpc
-from tests.procs import ServiceProcess, free_port, health_status, start_worker
+from tests.procs import start_worker
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

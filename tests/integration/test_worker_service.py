@@ -11,10 +11,11 @@ import pytest
 from grpc_health.v1 import health_pb2
 from PIL import Image
 
+from modm.launch import ServiceProcess, health_status
 from modm.services.worker.families import FAMILIES
 from modm.services.worker.tiny import TINY_FAMILIES
 from modm.v1 import common_pb2, worker_pb2, worker_pb2_grpc
-from tests.procs import ServiceProcess, health_status, start_worker
+from tests.procs import start_worker
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
