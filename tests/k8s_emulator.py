@@ -7,6 +7,11 @@ resourceVersion gets 409, an unknown object 404, invalid replicas 422. Strategic
 are applied as JSON merge patches, which is the same for the plain fields used here. Tables are
 served to kubectl (`Accept: ...;as=Table`) so `kubectl get` prints the usual columns.
 
+Watches (`?watch=true` on a collection) stream `{"type": "ADDED"|"MODIFIED", "object": ...}`
+lines over chunked HTTP, each object carrying the resourceVersion of its change: from the
+`resourceVersion` given (every later change), or, without one, the current objects as ADDED and
+then every change; until `timeoutSeconds` (default 60) or the server stops.
+
 Faults for tests: `inject_conflict` makes another writer touch an object just before the next
 write to it, and `fail_next` answers the next matching requests with an error status.
 """
@@ -17,7 +22,9 @@ import copy
 import json
 import re
 import threading
+import time
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -129,13 +136,24 @@ class Store:
     conflicts_pending: dict[tuple[str, str, str], int] = field(default_factory=dict)
     conflicts_served: int = 0
     faults: list[_Fault] = field(default_factory=list)
+    delay_s: float = 0.0  # every answer waits this long first (`slow`)
     requests: list[Request] = field(default_factory=list)
     lock: threading.RLock = field(default_factory=threading.RLock)
+    events: list[tuple[int, str, str, Json]] = field(default_factory=list)  # revision, type, plural, object
+    closed: bool = False
+
+    def __post_init__(self) -> None:
+        self.changed = threading.Condition(self.lock)
 
     def bump(self, obj: Json) -> Json:
         self.revision += 1
         obj["metadata"]["resourceVersion"] = str(self.revision)
         return obj
+
+    def record(self, kind: str, plural: str, obj: Json) -> None:
+        """A change watchers see (call with the lock held, after `bump`)."""
+        self.events.append((self.revision, kind, plural, copy.deepcopy(obj)))
+        self.changed.notify_all()
 
 
 class Emulator:
@@ -143,7 +161,10 @@ class Emulator:
 
     def __init__(self) -> None:
         self.store = Store()
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), _handler_for(self))
+        self._bind(("127.0.0.1", 0))
+
+    def _bind(self, address: tuple[str, int]) -> None:
+        self._server = ThreadingHTTPServer(address, _handler_for(self))
         self._server.daemon_threads = True
         self._thread = threading.Thread(target=self._server.serve_forever, name="k8s-emulator", daemon=True)
 
@@ -157,6 +178,9 @@ class Emulator:
         return self
 
     def stop(self) -> None:
+        with self.store.lock:
+            self.store.closed = True
+            self.store.changed.notify_all()  # open watches end
         self._server.shutdown()
         self._server.server_close()
 
@@ -230,6 +254,27 @@ class Emulator:
         with self.store.lock:
             self.store.faults.append(_Fault(status, method, path_contains, times))
 
+    def clear_faults(self) -> None:
+        with self.store.lock:
+            self.store.faults.clear()
+
+    def slow(self, seconds: float) -> None:
+        """Every later answer waits `seconds` first (0: back to normal)."""
+        with self.store.lock:
+            self.store.delay_s = seconds
+
+    def go_down(self) -> None:
+        """Stop, as a crashed API server: connections are refused until `come_back`."""
+        self.stop()
+        self._thread.join(10)
+
+    def come_back(self) -> None:
+        """Serve again on the same port, with the same objects."""
+        with self.store.lock:
+            self.store.closed = False
+        self._bind(self._server.server_address[:2])  # type: ignore[arg-type]
+        self.start()
+
     @property
     def requests(self) -> list[Request]:
         with self.store.lock:
@@ -272,6 +317,7 @@ class Emulator:
             _validate(resource, obj)
             _reconcile(resource, obj)
             self.store.objects[key] = self.store.bump(obj)
+            self.store.record("ADDED", resource.plural, obj)
             return copy.deepcopy(obj)
 
     def write(self, resource: Resource, namespace: str, name: str, sub: str | None, new: Json) -> Json:
@@ -284,6 +330,7 @@ class Emulator:
                 self.store.conflicts_pending[key] -= 1
                 current["metadata"].setdefault("annotations", {})["emulator.modm.io/touched"] = _now()
                 self.store.bump(current)
+                self.store.record("MODIFIED", resource.plural, current)
             expected = (new.get("metadata") or {}).get("resourceVersion")
             if expected and expected != current["metadata"]["resourceVersion"]:
                 self.store.conflicts_served += injected
@@ -310,7 +357,42 @@ class Emulator:
                 updated["metadata"]["generation"] = current["metadata"]["generation"] + 1
             _reconcile(resource, updated)
             self.store.objects[key] = self.store.bump(updated)
+            self.store.record("MODIFIED", resource.plural, updated)
             return copy.deepcopy(updated)
+
+    def changes(
+        self, resource: Resource, namespace: str | None, after: int | None, selectors: tuple[str, str], timeout_s: float
+    ) -> Iterator[tuple[str, Json]]:
+        """What a watch sends: (type, object) after revision `after` (None: the current objects as
+        ADDED first), waiting for more until `timeout_s` passes or the server stops."""
+        deadline = time.monotonic() + timeout_s
+        with self.store.lock:
+            if after is None:
+                after = self.store.revision
+                initial = [obj for obj in self.list(resource, namespace) if _matches(obj, *selectors)]
+            else:
+                initial = []
+        for obj in initial:
+            yield "ADDED", obj
+        while True:
+            with self.store.lock:
+                fresh = [
+                    (kind, obj)
+                    for revision, kind, plural, obj in self.store.events
+                    if revision > after
+                    and plural == resource.plural
+                    and namespace in (None, obj["metadata"].get("namespace"))
+                    and _matches(obj, *selectors)
+                ]
+                after = self.store.revision
+                if not fresh:
+                    left = deadline - time.monotonic()
+                    if left <= 0 or self.store.closed:
+                        return
+                    self.store.changed.wait(left)
+                    continue
+            for kind, obj in fresh:
+                yield kind, copy.deepcopy(obj)
 
     def view(self, resource: Resource, namespace: str, name: str, sub: str | None) -> Json:
         obj = self.get(resource, namespace, name)
@@ -521,6 +603,11 @@ def _handler_for(emulator: Emulator) -> type[BaseHTTPRequestHandler]:
             url = urlsplit(self.path)
             content_type = (self.headers.get("Content-Type") or "").split(";")[0].strip()
             store = emulator.store
+            if store.closed:  # stopped: a kept-alive connection ends unanswered, as a dead server's would
+                self.close_connection = True
+                return
+            if store.delay_s:
+                time.sleep(store.delay_s)
             with store.lock:
                 store.requests.append(Request(method, url.path, content_type))
                 fault = next(
@@ -548,7 +635,28 @@ def _handler_for(emulator: Emulator) -> type[BaseHTTPRequestHandler]:
                 code, answer = 400, ApiError(400, "BadRequest", f"invalid JSON: {error}").status()
             self._reply(code, answer)
 
+        def _watch(self, resource: Resource, ns: str | None, query: dict[str, list[str]]) -> None:
+            """Streams the changes as chunked JSON lines (the reply is written here, not returned)."""
+            since = query.get("resourceVersion", [""])[0]
+            after = int(since) if since.isdigit() and since != "0" else None
+            selectors = (query.get("labelSelector", [""])[0], query.get("fieldSelector", [""])[0])
+            timeout_s = float(query.get("timeoutSeconds", ["60"])[0])
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Transfer-Encoding", "chunked")
+            self.end_headers()
+            try:
+                for kind, obj in emulator.changes(resource, ns, after, selectors, timeout_s):
+                    line = json.dumps({"type": kind, "object": obj}).encode() + b"\n"
+                    self.wfile.write(b"%x\r\n%s\r\n" % (len(line), line))
+                    self.wfile.flush()
+                self.wfile.write(b"0\r\n\r\n")
+            except (BrokenPipeError, ConnectionResetError):  # the client stopped watching
+                self.close_connection = True
+
         def _reply(self, code: int, answer: Json) -> None:
+            if code == 0:  # already streamed
+                return
             data = json.dumps(answer).encode()
             self.send_response(code)
             self.send_header("Content-Type", "application/json")
@@ -572,8 +680,12 @@ def _handler_for(emulator: Emulator) -> type[BaseHTTPRequestHandler]:
             ns, name, sub = match["ns"], match["name"], match["sub"]
             if sub not in (None, "scale") or (sub == "scale" and resource is not DEPLOYMENTS):
                 raise ApiError(404, "NotFound", f"the server could not find the requested resource ({sub})")
-            if query.get("watch", ["false"])[0] in ("true", "1"):
-                raise ApiError(405, "MethodNotAllowed", "watch is not implemented by the emulator")
+            watching = query.get("watch", ["false"])[0] in ("1", "t", "T", "TRUE", "true", "True")  # Go's ParseBool
+            if watching and (name is not None or method != "GET"):
+                raise ApiError(405, "MethodNotAllowed", "the emulator watches collections only")
+            if watching:
+                self._watch(resource, ns, query)
+                return 0, {}
             if name is None:
                 return self._collection(method, resource, ns, query, body)
             if ns is None:

@@ -1,10 +1,19 @@
 """`modm up`: the whole stack on one machine, as separate processes.
 
 With no configuration: the cache service (Milvus Lite + an embedded S3 server, MiniLM embedder;
-skipped with a warning if it cannot start), one large and one small worker serving tiny
-pipelines built on first use (no GPU, no network), and the router on 127.0.0.1:50051. Logs are
-streamed with a prefix per service and kept under <data dir>/logs; the cache keeps its data
-under <data dir>/cache, so the next `modm up` starts with what was cached.
+skipped with a warning if it cannot start), two worker slots (one large and one small worker
+serving tiny pipelines built on first use: no GPU, no network), the router on 127.0.0.1:50051,
+and the monitor. Logs are streamed with a prefix per service and kept under <data dir>/logs; the
+cache keeps its data under <data dir>/cache, so the next `modm up` starts with what was cached.
+
+`--workers N` gives N slots (ceil(N/2) start large, the rest small). The monitor runs on a
+thread of this process with the local scaler (`services/monitor/local_scaler.py`): every
+`interval_s` (15 s here) it reads the router's Stats, decides the split with its policy, and
+switches at most one slot at a time by draining its worker and starting the other model on the
+same port; the router learns each slot's pool from the worker's Info (`MODM_ROUTER_WORKERS`).
+A thread rather than a `python -m modm.services.monitor` process because the worker processes
+are this process's children: one owner starts, tees, watches and stops them, and Ctrl-C stops
+the whole tree. A slot keeps the `device` of the table it started with when it switches.
 
 A TOML config file switches to real models; each table's keys are that service's settings
 (the MODM_<SERVICE>_* variables without the prefix, in lower case). For example, SD3.5-Large
@@ -25,23 +34,36 @@ as the large model and SDXL as the small one, one GPU each, CLIP ViT-L/14 for th
     [router]
     port = 50051
     insert_hits = false
+
+    [monitor]
+    policy = "slo-aware"
+    interval_s = 15
 """
 
 from __future__ import annotations
 
+import logging
 import signal
 import subprocess
 import sys
 import threading
 import time
 import tomllib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Annotated, Any
+from typing import IO, TYPE_CHECKING, Annotated, Any, Protocol
 
 import typer
 
+if TYPE_CHECKING:
+    from modm.launch import ServiceProcess
+    from modm.services.monitor.local_scaler import LocalScaler, Role, WorkerSlot
+    from modm.services.monitor.settings import MonitorSettings
+
 ROUTER_PORT = 50051
+HTTP_PORT = 8000
+TABLES = ("large", "small", "cache", "router", "monitor")
+LOCAL_MONITOR = {"interval_s": 15.0}  # the monitor's defaults here (a table [monitor] overrides them)
 
 
 @dataclass
@@ -51,6 +73,7 @@ class Member:
     env: dict[str, str]
     port: int
     optional: bool = False
+    roles: dict[str, dict[str, str]] = field(default_factory=dict)  # a worker slot: its env per role
 
 
 def _env(prefix: str, table: dict[str, Any]) -> dict[str, str]:
@@ -73,8 +96,10 @@ def plan_stack(
     small_model: str,
     with_cache: bool,
     ports: Any,
+    workers: int = 2,
+    http_port: int = 0,
 ) -> list[Member]:
-    """The processes to start, in start order (cache, workers, router)."""
+    """The processes to start, in start order (cache, worker slots, router)."""
     members: list[Member] = []
     cache_port = ports()
     if with_cache:
@@ -82,21 +107,60 @@ def plan_stack(
         env |= _env("MODM_CACHE_", config.get("cache", {}))
         env |= {"MODM_CACHE_HOST": "127.0.0.1", "MODM_CACHE_PORT": str(cache_port)}
         members.append(Member("cache", "modm.services.cache", env, cache_port, optional=True))
-    for role, model in (("large", large_model), ("small", small_model)):
+    models = {"large": large_model, "small": small_model}
+    slots = []
+    for index in range(workers):
+        first = "large" if index < (workers + 1) // 2 else "small"
         worker_port = ports()
-        env = {"MODM_WORKER_MODEL": model, "MODM_WORKER_LOG_FORMAT": "text"}
-        env |= _env("MODM_WORKER_", config.get(role, {}))
-        env |= {"MODM_WORKER_ROLE": role, "MODM_WORKER_HOST": "127.0.0.1", "MODM_WORKER_PORT": str(worker_port)}
-        members.append(Member(role, "modm.services.worker", env, worker_port))
+        roles = {}
+        for role, model in models.items():
+            env = {"MODM_WORKER_MODEL": model, "MODM_WORKER_LOG_FORMAT": "text"}
+            env |= _env("MODM_WORKER_", config.get(role, {}))
+            env |= _env("MODM_WORKER_", {k: v for k, v in config.get(first, {}).items() if k == "device"})
+            env |= {"MODM_WORKER_ROLE": role, "MODM_WORKER_HOST": "127.0.0.1", "MODM_WORKER_PORT": str(worker_port)}
+            roles[role] = env
+        slots.append(Member(f"slot{index}", "modm.services.worker", roles[first], worker_port, roles=roles))
+    members += slots
     router_env = {"MODM_ROUTER_LOG_FORMAT": "text", "MODM_ROUTER_HOST": host, "MODM_ROUTER_PORT": str(port)}
+    router_env["MODM_ROUTER_HTTP_PORT"] = str(http_port)  # the OpenAI-compatible API; 0 = off
+    router_env["MODM_ROUTER_WINDOW_S"] = "60"  # Stats over the last minute: the local monitor decides every 15 s
     router_env |= _env("MODM_ROUTER_", config.get("router", {}))
-    router_env |= {
-        "MODM_ROUTER_LARGE_WORKERS": f"127.0.0.1:{members[-2].port}",
-        "MODM_ROUTER_SMALL_WORKERS": f"127.0.0.1:{members[-1].port}",
-    }
+    router_env |= {"MODM_ROUTER_WORKERS": ",".join(f"127.0.0.1:{m.port}" for m in slots)}  # pools from Info
     router_port = int(router_env["MODM_ROUTER_PORT"])
     members.append(Member("router", "modm.services.router", router_env, router_port))
     return members
+
+
+def plan_monitor(config: dict[str, Any], *, router_port: int, workers: int) -> MonitorSettings:
+    """The in-process monitor's settings: local defaults, then the [monitor] table; it scales the
+    slots and reads the local router (with the router's own token when it requires one)."""
+    from modm.services.monitor.settings import MonitorSettings
+
+    table: dict[str, Any] = {**LOCAL_MONITOR, **config.get("monitor", {})}
+    tokens = config.get("router", {}).get("tokens_file")
+    if tokens and "router_token_file" not in table:
+        table["router_token_file"] = tokens
+    table |= {"scaler": "local", "routers": [f"127.0.0.1:{router_port}"], "total_gpus": workers}
+    return MonitorSettings(**table)
+
+
+class Running(Protocol):
+    def problem(self) -> str | None: ...
+
+    def stop(self) -> str: ...
+
+
+@dataclass
+class _Process:
+    name: str
+    process: ServiceProcess
+
+    def problem(self) -> str | None:
+        code = self.process.proc.poll()
+        return None if code is None else f"{self.name} exited with {code}"
+
+    def stop(self) -> str:
+        return str(self.process.stop(signal.SIGTERM, timeout=60))
 
 
 class Stack:
@@ -105,16 +169,21 @@ class Stack:
     def __init__(self, log_dir: Path, out: IO[str]) -> None:
         self.log_dir = log_dir
         self.out = out
-        self.running: list[tuple[Member, Any]] = []
+        self.running: list[tuple[str, Running]] = []
         self._lock = threading.Lock()
 
-    def start(self, member: Member) -> Any:
+    def launch(self, name: str, module: str, env: dict[str, str], port: int) -> ServiceProcess:
+        """A process whose output is teed under `name`; not watched (see `start`)."""
         from modm.launch import start_module
 
-        log_path = self.log_dir / f"{member.name}.log"
-        proc = start_module(member.module, member.env, log_path, member.port, stdout=subprocess.PIPE)
-        threading.Thread(target=self._tee, args=(member.name, proc.proc, log_path), daemon=True).start()
-        self.running.append((member, proc))
+        log_path = self.log_dir / f"{name}.log"
+        proc = start_module(module, env, log_path, port, stdout=subprocess.PIPE)
+        threading.Thread(target=self._tee, args=(name, proc.proc, log_path), daemon=True).start()
+        return proc
+
+    def start(self, member: Member) -> ServiceProcess:
+        proc = self.launch(member.name, member.module, member.env, member.port)
+        self.running.append((member.name, _Process(member.name, proc)))
         return proc
 
     def _tee(self, name: str, proc: subprocess.Popen[bytes], log_path: Path) -> None:
@@ -123,48 +192,101 @@ class Stack:
             for raw in proc.stdout:
                 log.write(raw)
                 log.flush()
-                with self._lock:
-                    self.out.write(f"[{name:6}] {raw.decode(errors='replace').rstrip()}\n")
-                    self.out.flush()
+                self.line(name, raw.decode(errors="replace").rstrip())
 
-    def say(self, text: str) -> None:
+    def line(self, name: str, text: str) -> None:
         with self._lock:
-            self.out.write(f"[modm  ] {text}\n")
+            self.out.write(f"[{name:6}] {text}\n")
             self.out.flush()
 
+    def say(self, text: str) -> None:
+        self.line("modm", text)
+
     def exited(self) -> str | None:
-        for member, proc in self.running:
-            if proc.proc.poll() is not None:
-                return f"{member.name} exited with {proc.proc.returncode}"
+        for _, running in self.running:
+            problem = running.problem()
+            if problem is not None:
+                return problem
         return None
 
     def stop(self) -> None:
-        for member, proc in reversed(self.running):
-            code = proc.stop(signal.SIGTERM, timeout=60)
-            self.say(f"{member.name} stopped ({code})")
+        for name, running in reversed(self.running):
+            self.say(f"{name} stopped ({running.stop()})")
         self.running.clear()
+
+
+class _StackLog(logging.Handler):
+    """The in-process monitor's log: JSON lines (the reason is a field) in <logs>/monitor.log, and
+    on the terminal too except the every-round decisions to keep the split (moves, degrading,
+    switches and errors are shown)."""
+
+    def __init__(self, stack: Stack, name: str) -> None:
+        from modm.logs import JsonFormatter
+
+        super().__init__()
+        self.stack, self.name = stack, name
+        self.setFormatter(JsonFormatter(name))
+        self._file = (stack.log_dir / f"{name}.log").open("a")
+
+    def emit(self, record: logging.LogRecord) -> None:
+        text = self.format(record)
+        self._file.write(text + "\n")
+        self._file.flush()
+        routine = record.msg == "decision" and getattr(record, "action", "") == "keep"
+        if not routine or getattr(record, "degrade_misses", False):
+            self.stack.line(self.name, text)
+
+    def close(self) -> None:
+        self._file.close()
+        super().close()
+
+
+def _slots(members: list[Member]) -> list[WorkerSlot]:
+    """The worker slots of a plan, for the local scaler."""
+    from modm.services.monitor.local_scaler import WorkerSlot
+
+    return [
+        WorkerSlot(
+            m.name,
+            m.port,
+            {"large": m.roles["large"], "small": m.roles["small"]},
+            "large" if m.env["MODM_WORKER_ROLE"] == "large" else "small",
+        )
+        for m in members
+        if m.roles
+    ]
 
 
 def up(
     data_dir: Annotated[Path | None, typer.Option(help="State folder (default $MODM_HOME or ~/.modm).")] = None,
-    config: Annotated[Path | None, typer.Option(help="TOML config (tables large, small, cache, router).")] = None,
+    config: Annotated[
+        Path | None, typer.Option(help="TOML config (tables large, small, cache, router, monitor).")
+    ] = None,
     host: Annotated[str, typer.Option(help="Address the router binds to.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Router port.")] = ROUTER_PORT,
+    http_port: Annotated[
+        int, typer.Option(min=0, max=65535, help="Port of the OpenAI-compatible HTTP API (0: off).")
+    ] = HTTP_PORT,
     large_tiny: Annotated[str, typer.Option(help="Tiny family of the large worker.")] = "sd3",
     small_tiny: Annotated[str, typer.Option(help="Tiny family of the small worker.")] = "sdxl",
     cache: Annotated[bool, typer.Option(help="Start the cache service.")] = True,
+    workers: Annotated[
+        int, typer.Option(min=1, help="Worker slots (GPUs): ceil(N/2) start large, the rest small.")
+    ] = 2,
+    monitor: Annotated[bool, typer.Option(help="Run the monitor: it moves slots between the pools.")] = True,
     ready_timeout: Annotated[float, typer.Option(help="Seconds each service may take to be ready.")] = 600.0,
 ) -> None:
-    """Start cache, workers and router; stream their logs; Ctrl-C stops everything."""
+    """Start cache, workers, router and monitor; stream their logs; Ctrl-C stops everything."""
     from modm.cli.models import ensure_tiny
     from modm.launch import free_port
     from modm.paths import data_home
+    from modm.services.monitor.local_scaler import LocalMonitor, LocalScaler, ProcessWorker
 
     home = data_home(data_dir)
     log_dir = home / "logs"
     log_dir.mkdir(parents=True, exist_ok=True)
     settings: dict[str, Any] = tomllib.loads(config.read_text()) if config is not None else {}
-    unknown = set(settings) - {"large", "small", "cache", "router"}
+    unknown = set(settings) - set(TABLES)
     if unknown:
         raise typer.BadParameter(f"unknown table(s) {', '.join(sorted(unknown))}", param_hint="--config")
     models = {}
@@ -180,18 +302,40 @@ def up(
         small_model=models["small"],
         with_cache=cache,
         ports=free_port,
+        workers=workers,
+        http_port=http_port,
     )
+    router = members[-1]
+    monitor_settings = plan_monitor(settings, router_port=router.port, workers=workers) if monitor else None
 
     stop = threading.Event()
     previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
     stack = Stack(log_dir, sys.stdout)
+    launched: dict[str, ServiceProcess] = {}
+
+    def launch(slot: WorkerSlot, role: Role) -> ProcessWorker:
+        stack.say(f"starting {slot.name} as {role} on {slot.address}")
+        launched[slot.name] = stack.launch(slot.name, "modm.services.worker", dict(slot.envs[role]), slot.port)
+        return ProcessWorker(launched[slot.name])
+
+    scaler = LocalScaler(_slots(members), launch)
+    watcher: LocalMonitor | None = None
+    monitor_log = logging.getLogger("modm.services.monitor")
+    handler = _StackLog(stack, "monitor")
     try:
-        _start_all(stack, members, ready_timeout, stop)
+        _start_all(stack, members, scaler, launched, ready_timeout, stop)
         if stop.is_set():
             return
-        router = members[-1]
+        if monitor_settings is not None:
+            monitor_log.addHandler(handler)
+            monitor_log.setLevel(monitor_settings.log_level)
+            monitor_log.propagate = False
+            watcher = LocalMonitor(monitor_settings, scaler)
+            watcher.start()
         stack.say(f"modm is up: router at {host}:{router.port}  (logs in {log_dir}; Ctrl-C stops)")
         stack.say(f'try: modm generate "a lighthouse at dusk" --endpoint {host}:{router.port}')
+        if int(router.env["MODM_ROUTER_HTTP_PORT"]):
+            stack.say(f"OpenAI-compatible Images API at http://{host}:{router.env['MODM_ROUTER_HTTP_PORT']}/v1")
         while not stop.wait(0.5):
             problem = stack.exited()
             if problem is not None:
@@ -199,41 +343,62 @@ def up(
                 raise typer.Exit(1)
     finally:
         stack.say("stopping")
+        if watcher is not None:
+            watcher.stop()
         stack.stop()
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
+        monitor_log.removeHandler(handler)
+        handler.close()
+        for sig, previous_handler in previous.items():
+            signal.signal(sig, previous_handler)
 
 
-def _start_all(stack: Stack, members: list[Member], timeout: float, stop: threading.Event) -> None:
-    """Cache first, then both workers (loading in parallel), then the router."""
-    groups = [[m for m in members if m.name == "cache"], [m for m in members if m.name in ("large", "small")]]
-    groups.append([m for m in members if m.name == "router"])
-    for group in groups:
-        started = []
-        for member in group:
-            if stop.is_set():
-                return
-            if member.name == "router" and any(m.name == "cache" for m, _ in stack.running):
-                cache = next(m for m in members if m.name == "cache")
-                member.env["MODM_ROUTER_CACHE"] = f"127.0.0.1:{cache.port}"
-            stack.say(f"starting {member.name} on 127.0.0.1:{member.port}")
-            started.append((member, stack.start(member)))
-        for member, proc in started:
-            try:
-                _wait(proc, timeout, stop)
-            except (RuntimeError, TimeoutError) as error:
-                if not member.optional:
-                    stack.say(f"{member.name} did not start: {str(error).splitlines()[0]}")
-                    raise typer.Exit(1) from error
-                stack.say(f"{member.name} did not start ({str(error).splitlines()[0]}); going on without it")
-                stack.running.remove((member, proc))
-                proc.stop()
-                continue
-            if not stop.is_set():
-                stack.say(f"{member.name} is SERVING")
+def _start_all(
+    stack: Stack,
+    members: list[Member],
+    scaler: LocalScaler,
+    launched: dict[str, ServiceProcess],
+    timeout: float,
+    stop: threading.Event,
+) -> None:
+    """Cache first, then every worker slot (loading in parallel), then the router."""
+    router = members[-1]
+    for member in (m for m in members if m.name == "cache"):
+        stack.say(f"starting {member.name} on 127.0.0.1:{member.port}")
+        if _ready(stack, member.name, stack.start(member), timeout, stop, optional=member.optional):
+            router.env["MODM_ROUTER_CACHE"] = f"127.0.0.1:{member.port}"
+        else:
+            stack.running.pop()
+    if stop.is_set():
+        return
+    scaler.start_all()
+    stack.running.append(("workers", scaler))
+    for slot in scaler.slots:
+        _ready(stack, slot.name, launched[slot.name], timeout, stop)
+    if stop.is_set():
+        return
+    stack.say(f"starting {router.name} on 127.0.0.1:{router.port}")
+    _ready(stack, router.name, stack.start(router), timeout, stop)
 
 
-def _wait(proc: Any, timeout: float, stop: threading.Event) -> None:
+def _ready(
+    stack: Stack, name: str, proc: ServiceProcess, timeout: float, stop: threading.Event, *, optional: bool = False
+) -> bool:
+    """Waits for SERVING; a required member that fails stops `modm up`, an optional one is dropped."""
+    try:
+        _wait(proc, timeout, stop)
+    except (RuntimeError, TimeoutError) as error:
+        if not optional:
+            stack.say(f"{name} did not start: {str(error).splitlines()[0]}")
+            raise typer.Exit(1) from error
+        stack.say(f"{name} did not start ({str(error).splitlines()[0]}); going on without it")
+        proc.stop()
+        return False
+    if not stop.is_set():
+        stack.say(f"{name} is SERVING")
+    return True
+
+
+def _wait(proc: ServiceProcess, timeout: float, stop: threading.Event) -> None:
     deadline = time.monotonic() + timeout
     while not stop.is_set():
         try:

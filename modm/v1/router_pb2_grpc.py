@@ -59,6 +59,11 @@ class RouterStub:
                 request_serializer=modm_dot_v1_dot_router__pb2.RouterStatsRequest.SerializeToString,
                 response_deserializer=modm_dot_v1_dot_router__pb2.RouterStats.FromString,
                 _registered_method=True)
+        self.SetDegrade = channel.unary_unary(
+                '/modm.v1.Router/SetDegrade',
+                request_serializer=modm_dot_v1_dot_router__pb2.SetDegradeRequest.SerializeToString,
+                response_deserializer=modm_dot_v1_dot_router__pb2.DegradeState.FromString,
+                _registered_method=True)
 
 
 class RouterServicer:
@@ -95,6 +100,15 @@ class RouterServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SetDegrade(self, request, context):
+        """The monitor's overload override: while set, misses the large pool cannot start at once are
+        served by the small pool (degraded). It lapses after `ttl_seconds` unless renewed, so a
+        monitor that dies never leaves the router degraded. Needs a bearer token like any call.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_RouterServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -112,6 +126,11 @@ def add_RouterServicer_to_server(servicer, server):
                     servicer.Stats,
                     request_deserializer=modm_dot_v1_dot_router__pb2.RouterStatsRequest.FromString,
                     response_serializer=modm_dot_v1_dot_router__pb2.RouterStats.SerializeToString,
+            ),
+            'SetDegrade': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetDegrade,
+                    request_deserializer=modm_dot_v1_dot_router__pb2.SetDegradeRequest.FromString,
+                    response_serializer=modm_dot_v1_dot_router__pb2.DegradeState.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -205,6 +224,33 @@ class Router:
             '/modm.v1.Router/Stats',
             modm_dot_v1_dot_router__pb2.RouterStatsRequest.SerializeToString,
             modm_dot_v1_dot_router__pb2.RouterStats.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetDegrade(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/modm.v1.Router/SetDegrade',
+            modm_dot_v1_dot_router__pb2.SetDegradeRequest.SerializeToString,
+            modm_dot_v1_dot_router__pb2.DegradeState.FromString,
             options,
             channel_credentials,
             insecure,

@@ -1,5 +1,7 @@
 """The monitor's control loop: every `interval_s`, read every router's Stats, build the Window,
-read the live allocation, ask the policy, and apply the decision only while holding the Lease.
+read the live allocation, ask the policy, and apply the decision only while holding the Lease:
+the scaler moves GPUs between the pools, and every router is told the decision's degrade
+override (set or cleared, lapsing after `degrade_ttl_s` unless the next round renews it).
 
 One round never raises: a failed stage is logged, counted (`modm_monitor_errors_total{stage}`)
 and reported in the round's `Iteration`; the next round starts fresh. The policy's memory
@@ -35,6 +37,10 @@ class Scaler(Protocol):
     def apply(self, decision: Decision) -> object: ...
 
 
+class RouterControl(Protocol):
+    async def set_degrade(self, degrade: bool, reason: str, ttl_s: float) -> dict[str, str]: ...
+
+
 class Leader(Protocol):
     @property
     def is_leader(self) -> bool: ...
@@ -57,6 +63,7 @@ class Iteration:
     applied: bool = False
     outcome: object = None
     errors: dict[str, str] = field(default_factory=dict)  # stage -> error
+    degrade_unreachable: dict[str, str] = field(default_factory=dict)  # routers that missed the override
 
 
 def fleet_from(settings: MonitorSettings, gpus: int) -> Fleet:
@@ -71,6 +78,13 @@ def fleet_from(settings: MonitorSettings, gpus: int) -> Fleet:
     )
 
 
+def idle(window: Window) -> bool:
+    """Nothing arrived, waits or runs: no policy learns anything from it (MoDM's rules would
+    read it as all misses and move every GPU to the large pool)."""
+    pools = (window.large, window.small)
+    return window.request_rate_per_min == 0 and not any(p.queue_depth or p.in_flight for p in pools)
+
+
 class MonitorLoop:
     def __init__(
         self,
@@ -80,6 +94,7 @@ class MonitorLoop:
         policy: Policy,
         leader: Leader | None = None,
         *,
+        control: RouterControl | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.settings = settings
@@ -87,6 +102,7 @@ class MonitorLoop:
         self.scaler = scaler
         self.policy = policy
         self.leader = leader or AlwaysLeader()
+        self.control = control
         self._clock = clock
         self._state = policy.initial_state()
         self._gpus = settings.total_gpus
@@ -117,12 +133,16 @@ class MonitorLoop:
         except Exception as error:
             errors["scaler"] = repr(error)
         decision, applied, outcome = None, False, None
+        told: dict[str, str] = {}
         if window is not None and current is not None:
             if self._gpus is None:  # the budget is what the Deployments had when the monitor started
                 self._gpus = max(1, current.large + current.small)
             try:
-                decision = self.policy.decide(window, current, fleet_from(self.settings, self._gpus), self._state)
-                self._state = decision.state
+                if idle(window):
+                    decision = Decision(current, f"keep {current}: no request in the window, nothing to go on")
+                else:
+                    decision = self.policy.decide(window, current, fleet_from(self.settings, self._gpus), self._state)
+                    self._state = decision.state
             except Exception as error:
                 errors["policy"] = repr(error)
         leader = self.leader.is_leader
@@ -135,6 +155,8 @@ class MonitorLoop:
                     applied = True
                 except Exception as error:
                     errors["apply"] = repr(error)
+                if self.control is not None:
+                    told = await self._tell_routers(decision, errors)
             metrics.DECISIONS.labels(action, "true" if applied else "false").inc()
             metrics.TARGET.labels("large").set(decision.target.large)
             metrics.TARGET.labels("small").set(decision.target.small)
@@ -153,6 +175,7 @@ class MonitorLoop:
                     "applied": applied,
                     "routers": sorted(reading.stats),
                     "unreachable_routers": reading.unreachable,
+                    "degrade_not_taken_by": told,
                 },
             )
         for stage, why in errors.items():
@@ -163,8 +186,22 @@ class MonitorLoop:
             )
         self.rounds += 1
         metrics.LAST_ITERATION.set(self._clock())
-        self.last = Iteration(reading.unreachable, window, current, decision, applied, outcome, errors)
+        self.last = Iteration(reading.unreachable, window, current, decision, applied, outcome, errors, told)
         return self.last
+
+    async def _tell_routers(self, decision: Decision, errors: dict[str, str]) -> dict[str, str]:
+        """Every router gets the override each round; the TTL outlives a few missed rounds only."""
+        assert self.control is not None
+        ttl = self.settings.degrade_ttl_s or 3 * self.settings.interval_s
+        try:
+            told = await self.control.set_degrade(decision.degrade_misses, decision.degrade_reason, ttl)
+        except Exception as error:
+            errors["degrade"] = repr(error)
+            return {}
+        metrics.DEGRADE_UNREACHABLE.set(len(told))
+        if told:
+            errors["degrade"] = f"{len(told)} router(s) did not take the override: {sorted(told)}"
+        return told
 
     async def run(self, stop: asyncio.Event) -> None:
         """Rounds every `interval_s` (measured start to start) until `stop` is set."""

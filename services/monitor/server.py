@@ -25,12 +25,19 @@ async def serve(settings: MonitorSettings, host: ServiceHost | None = None) -> M
     """Runs until the host is asked to stop; returns the loop (its last round) for callers that look."""
     if not settings.routers:
         raise ValueError("set MODM_MONITOR_ROUTERS (host:port or dns:name:port, comma-separated)")
+    if settings.scaler != "kubernetes":
+        raise ValueError("a monitor process scales Deployments (scaler=kubernetes); scaler=local runs inside modm up")
     host = host or ServiceHost(settings, [])
     api = api_client(settings)
     scaler = KubernetesScaler(settings, api)
     elector = LeaseElector(settings, api)
-    reader = StatsClient(settings.routers, timeout_s=settings.stats_timeout_s)
-    loop = MonitorLoop(settings, reader, scaler, policy_named(settings.policy), elector)
+    reader = StatsClient(
+        settings.routers,
+        timeout_s=settings.stats_timeout_s,
+        token_file=settings.router_token_file,
+        source=settings.identity,
+    )
+    loop = MonitorLoop(settings, reader, scaler, policy_named(settings.policy), elector, control=reader)
     stop = asyncio.Event()
     await host.start()
     elector.start()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+from pathlib import Path
 from typing import Annotated, Literal
 
 from pydantic import Field, field_validator, model_validator
@@ -37,7 +38,11 @@ class MonitorSettings(ServiceSettings):
     retry_period_seconds: float = Field(2.0, gt=0, description="How often the Lease is renewed or tried.")
 
     # The control loop (services/monitor/loop.py).
-    scaler: Literal["kubernetes"] = Field("kubernetes", description="What applies decisions (only kubernetes so far).")
+    scaler: Literal["kubernetes", "local"] = Field(
+        "kubernetes",
+        description="What applies decisions: kubernetes (the two Deployments), local (modm up's worker slots; "
+        "only inside modm up, which owns the worker processes).",
+    )
     routers: Annotated[list[str], NoDecode] = Field(
         default_factory=list,
         description="Comma-separated host:port of the routers; dns:name:port re-resolves a name (a headless "
@@ -48,7 +53,17 @@ class MonitorSettings(ServiceSettings):
     )
     policy: str = Field("slo-aware", description="Allocation policy: slo-aware (default), modm-a, modm-b, all-large.")
     interval_s: float = Field(180.0, gt=0, description="Seconds between decisions (MoDM: 180).")
-    stats_timeout_s: float = Field(5.0, gt=0, description="Deadline of each router's Stats call.")
+    stats_timeout_s: float = Field(5.0, gt=0, description="Deadline of each router's Stats and SetDegrade call.")
+    router_token_file: Path | None = Field(
+        None, description="Bearer token (first line) for routers that require one (their tokens_file)."
+    )
+    degrade_ttl_s: float | None = Field(
+        None,
+        gt=0,
+        le=86400,
+        description="How long a router keeps the degrade override unless renewed; unset: "
+        "3 x interval_s (a dead monitor never leaves the routers degraded).",
+    )
     slo_seconds: float = Field(300.0, gt=0, description="Latency target the default policy plans for.")
     switch_seconds: float = Field(30.0, ge=0, description="Measured model load: a switching GPU serves nothing.")
     min_large: int = Field(1, ge=0)

@@ -9,6 +9,10 @@ Aggregation (`aggregate`, pure): each router sees its own share of the traffic, 
 router queues and in-flight requests add up; the hit rate is weighted by each router's served
 requests and the k distribution by its hits. Every router sees the same workers, so a pool's
 ready workers are the union of the healthy worker addresses, not a sum.
+
+The same client tells every router the decision's degrade override (`set_degrade`), found the
+same way and under the same deadline; routers that do not take it are reported likewise. With
+`token_file`, every call carries its bearer token (routers with `tokens_file` refuse others).
 """
 
 from __future__ import annotations
@@ -18,11 +22,13 @@ import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import grpc
 from grpc import aio
 
 from modm.services.monitor.observations import TOTAL_STEPS, PoolProfile, PoolState, Window
+from modm.services.router.auth import parse_tokens
 from modm.services.router.discovery import format_address, resolve, split_target
 from modm.v1 import router_pb2, router_pb2_grpc
 
@@ -128,13 +134,24 @@ class StatsClient:
         *,
         timeout_s: float,
         resolver: Callable[[str, int], Awaitable[list[str]]] = resolve,
+        token_file: Path | None = None,
+        source: str = "",
     ) -> None:
         if not targets:
             raise ValueError("the monitor needs at least one router address")
         self.targets = list(targets)
         self.timeout_s = timeout_s
+        self.token_file = token_file
+        self.source = source
         self._resolver = resolver
         self._channels: dict[str, aio.Channel] = {}
+
+    def _metadata(self) -> tuple[tuple[str, str], ...]:
+        """A bearer token from the file (re-read each call so a rotated Secret is picked up)."""
+        if self.token_file is None:
+            return ()
+        tokens = parse_tokens(self.token_file.read_text())  # the router's own format: comments skipped
+        return (("authorization", f"Bearer {min(tokens, default='')}"),)
 
     async def _addresses(self, unreachable: dict[str, str]) -> list[str]:
         found: list[str] = []
@@ -153,33 +170,58 @@ class StatsClient:
             found.extend(a for a in addresses if a not in found)
         return found
 
-    async def _one(self, address: str) -> router_pb2.RouterStats:
+    def _stub(self, address: str) -> router_pb2_grpc.RouterStub:
         channel = self._channels.get(address)
         if channel is None:
             channel = self._channels[address] = aio.insecure_channel(address)
-        stub = router_pb2_grpc.RouterStub(channel)
-        return await stub.Stats(router_pb2.RouterStatsRequest(), timeout=self.timeout_s)
+        return router_pb2_grpc.RouterStub(channel)
 
-    async def read(self) -> StatsReading:
+    async def _one(self, address: str) -> router_pb2.RouterStats:
+        stub = self._stub(address)
+        return await stub.Stats(router_pb2.RouterStatsRequest(), timeout=self.timeout_s, metadata=self._metadata())
+
+    async def _every(
+        self, call: Callable[[str], Awaitable[object]], kind: type
+    ) -> tuple[dict[str, object], dict[str, str]]:
+        """`call` on every router at once: what answered, and what did not (address -> why)."""
         unreachable: dict[str, str] = {}
         addresses = await self._addresses(unreachable)
         for gone in set(self._channels) - set(addresses):
             with contextlib.suppress(Exception):
                 await self._channels.pop(gone).close()
-        results = await asyncio.gather(*(self._one(a) for a in addresses), return_exceptions=True)
-        stats: dict[str, router_pb2.RouterStats] = {}
+        results = await asyncio.gather(*(call(a) for a in addresses), return_exceptions=True)
+        answers: dict[str, object] = {}
         for address, result in zip(addresses, results, strict=True):
-            if isinstance(result, router_pb2.RouterStats):
-                stats[address] = result
+            if isinstance(result, kind):
+                answers[address] = result
             elif isinstance(result, aio.AioRpcError):
                 unreachable[address] = f"{result.code().name}: {result.details()}"
             elif isinstance(result, grpc.RpcError | OSError):
                 unreachable[address] = str(result) or type(result).__name__
             elif isinstance(result, BaseException):
                 raise result
+        return answers, unreachable
+
+    async def read(self) -> StatsReading:
+        answers, unreachable = await self._every(self._one, router_pb2.RouterStats)
+        stats = {address: reply for address, reply in answers.items() if isinstance(reply, router_pb2.RouterStats)}
         for address, why in unreachable.items():
             log.warning("router unreachable", extra={"router": address, "error": why})
         return StatsReading(stats, unreachable)
+
+    async def set_degrade(self, degrade: bool, reason: str, ttl_s: float) -> dict[str, str]:
+        """Tells every router the override (set or clear); returns the routers that did not take it."""
+        request = router_pb2.SetDegradeRequest(
+            degrade_misses=degrade, reason=reason, ttl_seconds=ttl_s, source=self.source
+        )
+
+        async def one(address: str) -> router_pb2.DegradeState:
+            return await self._stub(address).SetDegrade(request, timeout=self.timeout_s, metadata=self._metadata())
+
+        _, unreachable = await self._every(one, router_pb2.DegradeState)
+        for address, why in unreachable.items():
+            log.warning("router did not take the degrade override", extra={"router": address, "error": why})
+        return unreachable
 
     async def close(self) -> None:
         for channel in self._channels.values():

@@ -1,7 +1,12 @@
 """Worker discovery: a static list of addresses, or DNS names re-resolved every interval (a
 headless Service resolves to every ready pod). Each interval every worker's health and Info are
 polled; the dispatcher learns capacity, speed and defaults, and stops using a worker that is
-unreachable or not SERVING (loading, draining) until it answers again."""
+unreachable or not SERVING (loading, draining) until it answers again.
+
+A worker's pool is either fixed by the list it is in (`large_workers`, `small_workers`) or, for
+the `workers` list, read from its own Info (`WorkerInfo.role`) every round: a worker that
+restarts as the other model (the monitor's local scaler switching a slot) moves pools without
+the router restarting."""
 
 from __future__ import annotations
 
@@ -14,10 +19,12 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from modm.services.router.backends import GrpcWorker, WorkerClient, WorkerFailure
 from modm.services.router.dispatch import Dispatcher, WorkerState
 from modm.services.router.policy import Pool
+from modm.v1 import worker_pb2
 
 log = logging.getLogger(__name__)
 
 PROBE_TIMEOUT_S = 2.0
+POOL_OF_ROLE = {worker_pb2.WORKER_ROLE_LARGE: Pool.LARGE, worker_pb2.WORKER_ROLE_SMALL: Pool.SMALL}
 
 
 def split_target(target: str) -> tuple[bool, str, int]:
@@ -47,8 +54,11 @@ class Discovery:
         capacity_cap: int | None,
         make_client: Callable[[str], WorkerClient] = GrpcWorker,
         resolver: Callable[[str, int], Awaitable[list[str]]] = resolve,
+        any_pool: Sequence[str] = (),
     ) -> None:
+        """`targets`: addresses per fixed pool; `any_pool`: addresses whose pool is their Info's role."""
         self.targets = {pool: list(addresses) for pool, addresses in targets.items()}
+        self.any_pool = list(any_pool)
         self.dispatcher = dispatcher
         self.interval_s = interval_s
         self.capacity_cap = capacity_cap
@@ -56,30 +66,34 @@ class Discovery:
         self._resolver = resolver
         self.clients: dict[str, WorkerClient] = {}
         self._task: asyncio.Task[None] | None = None
+        self._resolved: dict[str, list[str]] = {}  # dns target -> its last answer
         # Set once a worker that can serve misses answered: a large one, or a small one when no
-        # large pool is configured (the small pool then serves misses degraded).
+        # large worker can appear (the small pool then serves misses degraded).
         self.ready = asyncio.Event()
 
     def client(self, address: str) -> WorkerClient:
         return self.clients[address]
 
-    async def _addresses(self) -> dict[str, Pool]:
-        found: dict[str, Pool] = {}
+    async def _expand(self, target: str) -> list[str]:
+        is_dns, host, port = split_target(target)
+        if not is_dns:
+            return [format_address(host, port)]
+        try:
+            self._resolved[target] = await self._resolver(host, port)
+        except OSError as error:
+            log.warning("cannot resolve %s: %s", host, error)  # keep what it resolved to last time
+        return self._resolved.get(target, [])
+
+    async def _addresses(self) -> dict[str, Pool | None]:
+        """Every address, with its fixed pool, or None when its Info's role decides."""
+        found: dict[str, Pool | None] = {}
+        for target in self.any_pool:
+            for address in await self._expand(target):
+                found[address] = None
         for pool, targets in self.targets.items():
             for target in targets:
-                is_dns, host, port = split_target(target)
-                if not is_dns:
-                    found[format_address(host, port)] = pool
-                    continue
-                try:
-                    for address in await self._resolver(host, port):
-                        found[address] = pool
-                except OSError as error:
-                    log.warning("cannot resolve %s: %s", host, error)
-                    # keep the addresses it resolved to last time
-                    for address, worker in self.dispatcher.workers.items():
-                        if worker.pool is pool and address in self.clients:
-                            found.setdefault(address, pool)
+                for address in await self._expand(target):
+                    found[address] = pool
         return found
 
     async def refresh_once(self) -> None:
@@ -96,13 +110,16 @@ class Discovery:
                 self.clients[address] = self._make_client(address)
         await asyncio.gather(*(self._probe(address, pool) for address, pool in addresses.items()))
 
-    async def _probe(self, address: str, pool: Pool) -> None:
+    async def _probe(self, address: str, fixed: Pool | None) -> None:
         client = self.clients[address]
         known = self.dispatcher.workers.get(address)
         try:
             if not await client.serving(PROBE_TIMEOUT_S):
                 raise WorkerFailure(address, "UNAVAILABLE", "not SERVING")
             info = await client.info(PROBE_TIMEOUT_S)
+            pool = fixed if fixed is not None else POOL_OF_ROLE.get(info.role)
+            if pool is None:
+                raise WorkerFailure(address, "FAILED_PRECONDITION", "its Info names no role (large or small)")
         except WorkerFailure as error:
             if known is not None and known.healthy:
                 log.warning("worker unhealthy", extra={"worker": address, "error": str(error)})
@@ -111,7 +128,7 @@ class Discovery:
         capacity = max(1, info.max_batch_size)
         if self.capacity_cap is not None:
             capacity = min(capacity, self.capacity_cap)
-        if known is None or not known.healthy:
+        if known is None or not known.healthy or known.pool is not pool:
             log.info("worker ready", extra={"worker": address, "pool": str(pool), "model": info.model_id})
         self.dispatcher.upsert(
             WorkerState(
@@ -130,7 +147,7 @@ class Discovery:
                 healthy=True,
             )
         )
-        if pool is Pool.LARGE or not self.targets.get(Pool.LARGE):
+        if pool is Pool.LARGE or not (self.targets.get(Pool.LARGE) or self.any_pool):
             self.ready.set()
 
     def start(self) -> None:

@@ -4,8 +4,10 @@
   client's cache policy (and whether the cache answered at all).
 - `should_insert`: whether an output goes into the cache.
 - `route`: which pool serves a planned request, with MoDM's rule that idle large workers take
-  hits, degradation of misses to the small pool under overload, and admission control against
-  the client's deadline.
+  hits, degradation of misses to the small pool under overload (the router's own judgement
+  against the deadline, or the monitor's override), and admission control against the
+  client's deadline.
+- `DegradeOverride`: the monitor's overload override, validated and lapsing after its TTL.
 - `choose_worker`: least outstanding work, never above a worker's advertised capacity.
 - retry and deadline arithmetic.
 """
@@ -16,6 +18,8 @@ import math
 from collections.abc import Iterable
 from dataclasses import dataclass
 from enum import StrEnum
+
+from modm.errors import InvalidArgument
 
 
 class CachePolicy(StrEnum):
@@ -252,8 +256,14 @@ def route(
     remaining_s: float,
     steps: int | None,
     rules: RoutingRules,
+    monitor_degrade: bool = False,
 ) -> Route | Reject:
-    """Choose the pool for a hit or a miss, or refuse it."""
+    """Choose the pool for a hit or a miss, or refuse it.
+
+    `monitor_degrade` (the monitor's override, see `DegradeOverride`): a miss the large pool
+    cannot start at once goes to the small pool when that can start it at once, instead of
+    waiting in the large queue. Never when the operator turned `degrade_misses` off.
+    """
     if large.workers == 0 and small.workers == 0:
         return Reject("no worker is reachable", None)
     if plan.outcome is Outcome.HIT:
@@ -268,6 +278,10 @@ def route(
             return Route(Pool.LARGE, large_took_hit=True, estimate_seconds=large_est)
         return _reject("hit", small if small.workers else large, small_est, remaining_s, rules)
     large_ok, large_est = _fits(large, large.job_seconds(steps), remaining_s, rules)
+    if monitor_degrade and rules.degrade_misses and large.free_slots <= large.queued:
+        small_ok, small_est = _fits(small, small.job_seconds(steps), remaining_s, rules)
+        if small_ok and small.free_slots > small.queued:
+            return Route(Pool.SMALL, degraded=True, estimate_seconds=small_est)
     if large_ok:
         return Route(Pool.LARGE, estimate_seconds=large_est)
     if rules.degrade_misses:
@@ -287,6 +301,42 @@ def _reject(kind: str, pool: PoolLoad, estimate: float, remaining: float, rules:
     wait = pool.wait_seconds()
     retry = max(rules.min_retry_after_s, wait if math.isfinite(wait) else rules.min_retry_after_s)
     return Reject(reason, round(retry, 3))
+
+
+# --- the monitor's override ----------------------------------------------------------------
+
+MAX_DEGRADE_TTL_S = 86400.0
+MAX_DEGRADE_TEXT = 4000
+
+
+@dataclass(frozen=True)
+class DegradeOverride:
+    """What the monitor last said about overload; in force only until `expires_at` (router
+    clock), so a monitor that stops renewing it never leaves the router degraded."""
+
+    degrade: bool = False
+    reason: str = ""
+    source: str = ""
+    expires_at: float = 0.0
+
+    def active(self, now: float) -> bool:
+        return self.degrade and now < self.expires_at
+
+    def expires_in(self, now: float) -> float:
+        return max(0.0, self.expires_at - now) if self.active(now) else 0.0
+
+
+def degrade_override(degrade: bool, reason: str, source: str, ttl_s: float, *, now: float) -> DegradeOverride:
+    """A validated override (INVALID_ARGUMENT naming the field otherwise); clearing needs no TTL."""
+    if len(reason) > MAX_DEGRADE_TEXT:
+        raise InvalidArgument("reason", f"longer than {MAX_DEGRADE_TEXT} characters")
+    if len(source) > 256:
+        raise InvalidArgument("source", "longer than 256 characters")
+    if not degrade:
+        return DegradeOverride(False, reason, source, now)
+    if not (math.isfinite(ttl_s) and 0.0 < ttl_s <= MAX_DEGRADE_TTL_S):
+        raise InvalidArgument("ttl_seconds", f"{ttl_s} is not in (0, {MAX_DEGRADE_TTL_S:.0f}]")
+    return DegradeOverride(True, reason, source, now + ttl_s)
 
 
 # --- retries and deadlines -----------------------------------------------------------------

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -24,9 +25,10 @@ MODM = str(Path(sys.executable).parent / "modm")
 
 
 @contextmanager
-def modm_up(home: Path, port: int) -> Iterator[list[str]]:
+def modm_up(home: Path, port: int, *args: str) -> Iterator[list[str]]:
+    """`modm up` (with `args`) until the block ends; yields its output lines as they come."""
     proc = subprocess.Popen(
-        [MODM, "up", "--data-dir", str(home), "--port", str(port)],
+        [MODM, "up", "--data-dir", str(home), "--port", str(port), *args],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         env={**os.environ, "HF_HUB_OFFLINE": "1"},
@@ -64,9 +66,13 @@ def test_modm_up_serves_and_keeps_the_cache_across_restarts(tmp_path: Path) -> N
     home = tmp_path / "home"
     port = free_port()
     endpoint = f"127.0.0.1:{port}"
-    with modm_up(home, port) as lines:
+    http_port = free_port()
+    with modm_up(home, port, "--http-port", str(http_port)) as lines:
         assert any(line.startswith("[cache ]") for line in lines)
         assert any(line.startswith("[router]") for line in lines)
+        assert any(f"http://127.0.0.1:{http_port}/v1" in line for line in lines)
+        with urllib.request.urlopen(f"http://127.0.0.1:{http_port}/v1/models", timeout=30) as answer:
+            assert answer.status == 200 and json.load(answer)["object"] == "list"
         out = tmp_path / "first.png"
         done = subprocess.run(
             [
@@ -103,6 +109,6 @@ def test_modm_up_serves_and_keeps_the_cache_across_restarts(tmp_path: Path) -> N
     assert any("stopping" in line for line in lines) and any("router stopped (0)" in line for line in lines)
     assert (home / "logs" / "router.log").exists() and (home / "cache").is_dir()
 
-    with modm_up(home, port), modm.Client(endpoint) as client:
+    with modm_up(home, port, "--http-port", "0"), modm.Client(endpoint) as client:
         again = client.generate("a lighthouse at dusk", steps=2, seed=5)
         assert again.outcome == "exact_repeat" and again.pool == "cache", again.metadata()

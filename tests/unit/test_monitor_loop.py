@@ -178,3 +178,60 @@ def test_settings_reject_unknown_policy_and_bad_router() -> None:
         MonitorSettings(policy="nope")
     with pytest.raises(ValueError, match="router"):
         MonitorSettings(routers="no-port")
+
+
+class FakeControl:
+    def __init__(self, missing: dict[str, str] | None = None) -> None:
+        self.told: list[tuple[bool, str, float]] = []
+        self.missing = missing or {}
+
+    async def set_degrade(self, degrade: bool, reason: str, ttl_s: float) -> dict[str, str]:
+        self.told.append((degrade, reason, ttl_s))
+        return self.missing
+
+
+class Overloaded:
+    """A policy that says: overload, degrade."""
+
+    name = "overloaded"
+
+    def initial_state(self) -> None:
+        return None
+
+    def decide(self, window: object, current: Allocation, fleet: object, state: object) -> Decision:
+        return Decision(current, "keep", degrade_misses=True, degrade_reason="overload: the large pool is swamped")
+
+
+async def test_every_round_tells_the_routers_the_override_with_a_ttl(settings: MonitorSettings) -> None:
+    control = FakeControl({"r2:50051": "UNAVAILABLE: connection refused"})
+    reading = StatsReading({"r1:50051": busy_hits()})
+    loop = MonitorLoop(settings, FakeReader(reading), FakeScaler(Allocation(3, 1)), Overloaded(), control=control)
+    round_ = await loop.iterate()
+    assert control.told == [(True, "overload: the large pool is swamped", 3 * settings.interval_s)]
+    assert round_.degrade_unreachable == {"r2:50051": "UNAVAILABLE: connection refused"}
+    assert "r2:50051" in round_.errors["degrade"]
+    # a plain decision clears it; a follower tells nobody
+    loop.policy = policy_named("modm-b")
+    await loop.iterate()
+    assert control.told[-1][0] is False
+    loop.leader = Follower()
+    await loop.iterate()
+    assert len(control.told) == 2
+
+
+async def test_an_idle_window_keeps_the_split(settings: MonitorSettings) -> None:
+    idle = router_stats(rate=0.0, served=0, hits=0)
+    for pool in idle.pools:
+        pool.in_flight = 0
+    scaler = FakeScaler(Allocation(1, 3))
+    loop = MonitorLoop(settings, FakeReader(StatsReading({"r1:50051": idle})), scaler, policy_named("modm-b"))
+    round_ = await loop.iterate()
+    assert round_.decision is not None and round_.decision.target == Allocation(1, 3)
+    assert "no request" in round_.decision.reason and scaler.allocation == Allocation(1, 3)
+
+
+async def test_a_monitor_process_refuses_the_local_scaler() -> None:
+    from modm.services.monitor.server import serve
+
+    with pytest.raises(ValueError, match="inside modm up"):
+        await serve(MonitorSettings(routers=["r1:50051"], scaler="local"))

@@ -7,9 +7,11 @@ import math
 
 import pytest
 
+from modm.errors import InvalidArgument
 from modm.services.router.policy import (
     CacheDecision,
     CachePolicy,
+    DegradeOverride,
     Outcome,
     Plan,
     Pool,
@@ -22,6 +24,7 @@ from modm.services.router.policy import (
     attempt_timeout,
     backoff_seconds,
     choose_worker,
+    degrade_override,
     effective_deadline,
     hit_steps,
     is_retryable,
@@ -231,6 +234,37 @@ def test_a_full_queue_is_refused_even_with_time_left() -> None:
     rules = RoutingRules(max_queue=3, degrade_misses=False)
     refused = route(MISS, pool(queued=3, in_flight=2), pool(), remaining_s=1e6, steps=None, rules=rules)
     assert isinstance(refused, Reject) and "queue is full" in refused.reason
+
+
+def test_the_monitors_override_sends_misses_the_large_pool_cannot_start_to_a_free_small_worker() -> None:
+    busy_large = pool(in_flight=2)  # fits the deadline by queueing: the router alone would wait
+    rules = RoutingRules()
+    assert route(MISS, busy_large, pool(), remaining_s=1e6, steps=None, rules=rules).pool is Pool.LARGE  # type: ignore[union-attr]
+    chosen = route(MISS, busy_large, pool(), remaining_s=1e6, steps=None, rules=rules, monitor_degrade=True)
+    assert isinstance(chosen, Route) and chosen.pool is Pool.SMALL and chosen.degraded
+    # a large slot free, or no small slot free: the miss stays on the large pool
+    free_large = route(MISS, pool(), pool(), remaining_s=1e6, steps=None, rules=rules, monitor_degrade=True)
+    assert free_large.pool is Pool.LARGE  # type: ignore[union-attr]
+    small_full = route(MISS, busy_large, pool(in_flight=2), remaining_s=1e6, steps=None, rules=rules,
+                       monitor_degrade=True)  # fmt: skip
+    assert small_full.pool is Pool.LARGE  # type: ignore[union-attr]
+    # the operator turned degradation off: the override is not acted on
+    off = RoutingRules(degrade_misses=False)
+    kept = route(MISS, busy_large, pool(), remaining_s=1e6, steps=None, rules=off, monitor_degrade=True)
+    assert isinstance(kept, Route) and kept.pool is Pool.LARGE and not kept.degraded
+
+
+def test_the_override_lapses_after_its_ttl_and_is_validated() -> None:
+    override = degrade_override(True, "overload", "monitor-0", 30.0, now=100.0)
+    assert override.active(129.9) and override.expires_in(110.0) == pytest.approx(20.0)
+    assert not override.active(130.0) and override.expires_in(130.0) == 0.0
+    cleared = degrade_override(False, "", "monitor-0", 0.0, now=100.0)
+    assert not cleared.active(100.0) and not DegradeOverride().active(0.0)
+    for ttl in (0.0, -1.0, math.inf, math.nan, 86401.0):
+        with pytest.raises(InvalidArgument, match="ttl_seconds"):
+            degrade_override(True, "overload", "m", ttl, now=0.0)
+    with pytest.raises(InvalidArgument, match="reason"):
+        degrade_override(True, "x" * 5000, "m", 10.0, now=0.0)
 
 
 def test_no_worker_at_all_is_unavailable() -> None:

@@ -1,37 +1,109 @@
-"""`modm up --config`: the example config becomes each process's environment and valid settings."""
+"""`modm up --config`: the example config becomes each process's environment and valid settings;
+worker slots carry both roles' environments; the in-process monitor's settings."""
 
 from __future__ import annotations
 
+import io
 import itertools
+import json
+import logging
 import tomllib
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from modm.cli.up import plan_stack
+from modm.cli.up import Stack, _slots, _StackLog, plan_monitor, plan_stack
 from modm.services.cache.settings import CacheSettings
 from modm.services.router.settings import RouterSettings
 from modm.services.worker.settings import WorkerSettings
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "up-sd35-large-sdxl.toml"
-SETTINGS = {"cache": CacheSettings, "large": WorkerSettings, "small": WorkerSettings, "router": RouterSettings}
+SETTINGS = {"cache": CacheSettings, "router": RouterSettings}
+
+
+def plan(config: dict[str, Any], tmp_path: Path, **kwargs: Any) -> list[Any]:
+    ports = itertools.count(41000).__next__
+    return plan_stack(config, home=tmp_path, host="127.0.0.1", port=50051, large_model="tiny-large",
+                      small_model="tiny-small", with_cache=True, ports=ports, **kwargs)  # fmt: skip
+
+
+def valid(env: dict[str, str], settings: type, monkeypatch: pytest.MonkeyPatch) -> Any:
+    with monkeypatch.context() as patched:
+        for key, value in env.items():
+            patched.setenv(key, value)
+        return settings()  # the process would start with valid settings
 
 
 def test_example_config_reaches_every_process(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     config = tomllib.loads(EXAMPLE.read_text())
-    ports = itertools.count(41000).__next__
-    members = plan_stack(config, home=tmp_path, host="127.0.0.1", port=50051, large_model="tiny-large",
-                         small_model="tiny-small", with_cache=True, ports=ports)  # fmt: skip
+    members = plan(config, tmp_path)
     by_name = {m.name: m for m in members}
-    assert [m.name for m in members] == ["cache", "large", "small", "router"]
-    assert by_name["large"].env["MODM_WORKER_MODEL"] == "stabilityai/stable-diffusion-3.5-large"
-    assert by_name["small"].env["MODM_WORKER_DEVICE"] == "cuda:1"
+    assert [m.name for m in members] == ["cache", "slot0", "slot1", "router"]
+    slot0, slot1 = by_name["slot0"], by_name["slot1"]
+    assert slot0.env["MODM_WORKER_MODEL"] == "stabilityai/stable-diffusion-3.5-large"
+    assert slot0.env["MODM_WORKER_ROLE"] == "large" and slot1.env["MODM_WORKER_ROLE"] == "small"
+    assert slot1.env["MODM_WORKER_DEVICE"] == "cuda:1"
+    # a slot is a GPU: switched to the other model it keeps its device, and takes that model's settings
+    assert slot1.roles["large"]["MODM_WORKER_DEVICE"] == "cuda:1"
+    assert slot1.roles["large"]["MODM_WORKER_DTYPE"] == "bf16"
+    assert slot0.roles["small"]["MODM_WORKER_DEVICE"] == "cuda:0"
+    assert slot0.roles["small"]["MODM_WORKER_PORT"] == slot0.env["MODM_WORKER_PORT"]
     assert by_name["cache"].env["MODM_CACHE_EMBEDDER"] == "open_clip"
     router = by_name["router"].env
-    assert router["MODM_ROUTER_LARGE_WORKERS"] == f"127.0.0.1:{by_name['large'].port}"
-    assert router["MODM_ROUTER_SMALL_WORKERS"] == f"127.0.0.1:{by_name['small'].port}"
+    assert router["MODM_ROUTER_WORKERS"] == f"127.0.0.1:{slot0.port},127.0.0.1:{slot1.port}"
+    assert "MODM_ROUTER_LARGE_WORKERS" not in router  # pools come from each worker's Info
     for member in members:
-        with monkeypatch.context() as env:
-            for key, value in member.env.items():
-                env.setenv(key, value)
-            SETTINGS[member.name]()  # the process would start with valid settings
+        if member.roles:
+            for role, env in member.roles.items():
+                assert valid(env, WorkerSettings, monkeypatch).role == role
+        else:
+            valid(member.env, SETTINGS[member.name], monkeypatch)
+
+
+def test_the_http_api_port_reaches_the_router(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    assert plan({}, tmp_path)[-1].env["MODM_ROUTER_HTTP_PORT"] == "0"  # off unless asked for
+    router = plan({}, tmp_path, http_port=8123)[-1].env
+    assert valid(router, RouterSettings, monkeypatch).http_port == 8123
+    overridden = plan({"router": {"http_port": 9000}}, tmp_path, http_port=8123)[-1].env
+    assert overridden["MODM_ROUTER_HTTP_PORT"] == "9000"  # the config file wins over the flag's default
+
+
+def test_three_slots_start_two_large_and_one_small(tmp_path: Path) -> None:
+    members = plan({}, tmp_path, workers=3)
+    slots = _slots(members)
+    assert [(s.name, s.role) for s in slots] == [("slot0", "large"), ("slot1", "large"), ("slot2", "small")]
+    assert len({s.port for s in slots}) == 3
+    assert members[-1].env["MODM_ROUTER_WORKERS"].count("127.0.0.1:") == 3
+    assert slots[2].envs["large"]["MODM_WORKER_MODEL"] == "tiny-large"
+
+
+def test_the_monitor_scales_the_slots_and_reads_the_local_router(tmp_path: Path) -> None:
+    tokens = tmp_path / "tokens"
+    tokens.write_text("secret\n")
+    config = {"monitor": {"policy": "modm-b", "interval_s": 2}, "router": {"tokens_file": str(tokens)}}
+    monitor = plan_monitor(config, router_port=50099, workers=3)
+    assert (monitor.scaler, monitor.routers, monitor.total_gpus) == ("local", ["127.0.0.1:50099"], 3)
+    assert (monitor.policy, monitor.interval_s) == ("modm-b", 2.0)
+    assert monitor.router_token_file == tokens  # the router requires a token: the monitor sends one
+    default = plan_monitor({}, router_port=50099, workers=2)
+    assert (default.policy, default.interval_s, default.router_token_file) == ("slo-aware", 15.0, None)
+
+
+def test_the_terminal_shows_the_monitors_moves_not_every_keep(tmp_path: Path) -> None:
+    out = io.StringIO()
+    handler = _StackLog(Stack(tmp_path, out), "monitor")
+    log = logging.getLogger("test.up.monitor")
+    log.addHandler(handler)
+    log.propagate = False
+    try:
+        log.warning("decision", extra={"action": "keep", "reason": "keep 1 large + 1 small: steady"})
+        log.warning("decision", extra={"action": "move", "reason": "hits dominate"})
+        log.warning("switching slot", extra={"slot": "slot1", "from": "large", "to": "small"})
+    finally:
+        log.removeHandler(handler)
+        handler.close()
+    shown = [json.loads(line.removeprefix("[monitor] ")) for line in out.getvalue().splitlines()]
+    assert [(e["msg"], e.get("action")) for e in shown] == [("decision", "move"), ("switching slot", None)]
+    kept = (tmp_path / "monitor.log").read_text().splitlines()
+    assert len(kept) == 3 and json.loads(kept[0])["reason"] == "keep 1 large + 1 small: steady"
