@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import logging
 import os
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -26,11 +27,14 @@ from google.protobuf import json_format
 from grpc import aio
 from PIL import Image
 
+from modm.tls import channel_credentials
 from modm.v1 import common_pb2, router_pb2, router_pb2_grpc
 
 DEFAULT_ENDPOINT = "127.0.0.1:50051"
 DEFAULT_TIMEOUT_S = 300.0
+MAX_BACKOFF_S = 5.0  # a restarting router is retried every few seconds, not ever more rarely
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 
 FORMATS = {
     "png": common_pb2.IMAGE_FORMAT_PNG,
@@ -292,8 +296,11 @@ class _Options:
         backoff_s: float,
         tls: bool,
         root_certificates: bytes | None,
+        client_certificate: bytes | None = None,
+        client_key: bytes | None = None,
     ) -> _Options:
-        credentials = grpc.ssl_channel_credentials(root_certificates) if tls or root_certificates else None
+        secure = tls or root_certificates is not None or client_certificate is not None
+        credentials = channel_credentials(root_certificates, client_certificate, client_key) if secure else None
         return cls(
             endpoint or os.environ.get("MODM_ENDPOINT") or DEFAULT_ENDPOINT,
             token if token is not None else os.environ.get("MODM_TOKEN") or None,
@@ -314,7 +321,7 @@ class _Options:
 
     def delay(self, attempt: int, deadline: float) -> float | None:
         """Backoff before retry `attempt` (1-based), or None when retries or time are used up."""
-        pause = self.backoff_s * (2 ** (attempt - 1))
+        pause = min(MAX_BACKOFF_S, self.backoff_s * (2 ** (attempt - 1)))
         if attempt > self.retries or time.monotonic() + pause >= deadline:
             return None
         return pause
@@ -336,8 +343,13 @@ class Client:
         backoff: float = 0.5,
         tls: bool = False,
         root_certificates: bytes | None = None,
+        client_certificate: bytes | None = None,
+        client_key: bytes | None = None,
     ) -> None:
-        self._o = _Options.make(endpoint, token, timeout, retries, backoff, tls, root_certificates)
+        """`client_certificate`/`client_key` (PEM): present them to a router that requires mTLS."""
+        self._o = _Options.make(
+            endpoint, token, timeout, retries, backoff, tls, root_certificates, client_certificate, client_key
+        )
         self._channel = self._o.open_channel(grpc)
         self._stub = router_pb2_grpc.RouterStub(self._channel)
 
@@ -356,6 +368,7 @@ class Client:
                 pause = self._o.delay(attempt, deadline)
                 if error.code() is not grpc.StatusCode.UNAVAILABLE or pause is None:  # type: ignore[attr-defined]
                     raise _error(error) from None
+                log.info("router UNAVAILABLE, retry %d in %.2fs", attempt, pause)
                 time.sleep(pause)
 
     def generate(
@@ -412,6 +425,7 @@ class Client:
                 pause = self._o.delay(attempt, deadline)
                 if received or error.code() is not grpc.StatusCode.UNAVAILABLE or pause is None:  # type: ignore[attr-defined]
                     raise _error(error) from None
+                log.info("router UNAVAILABLE, retry %d in %.2fs", attempt, pause)
                 time.sleep(pause)
 
     def stats(self, timeout: float | None = None) -> dict[str, Any]:
@@ -445,8 +459,13 @@ class AsyncClient:
         backoff: float = 0.5,
         tls: bool = False,
         root_certificates: bytes | None = None,
+        client_certificate: bytes | None = None,
+        client_key: bytes | None = None,
     ) -> None:
-        self._o = _Options.make(endpoint, token, timeout, retries, backoff, tls, root_certificates)
+        """`client_certificate`/`client_key` (PEM): present them to a router that requires mTLS."""
+        self._o = _Options.make(
+            endpoint, token, timeout, retries, backoff, tls, root_certificates, client_certificate, client_key
+        )
         self._channel = self._o.open_channel(aio)
         self._stub = router_pb2_grpc.RouterStub(self._channel)
 
@@ -465,6 +484,7 @@ class AsyncClient:
                 pause = self._o.delay(attempt, deadline)
                 if error.code() is not grpc.StatusCode.UNAVAILABLE or pause is None:
                     raise _error(error) from None
+                log.info("router UNAVAILABLE, retry %d in %.2fs", attempt, pause)
                 await asyncio.sleep(pause)
 
     async def generate(
@@ -507,6 +527,7 @@ class AsyncClient:
                 pause = self._o.delay(attempt, deadline)
                 if received or error.code() is not grpc.StatusCode.UNAVAILABLE or pause is None:
                     raise _error(error) from None
+                log.info("router UNAVAILABLE, retry %d in %.2fs", attempt, pause)
                 await asyncio.sleep(pause)
 
     async def stats(self, timeout: float | None = None) -> dict[str, Any]:  # noqa: ASYNC109

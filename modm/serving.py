@@ -11,9 +11,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from typing import Any
 
 import grpc
+from google.protobuf.message import DecodeError
 from grpc import aio
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
@@ -21,10 +23,68 @@ from prometheus_client import start_http_server
 
 from modm.grpc_errors import ErrorMappingInterceptor
 from modm.settings import ServiceSettings
+from modm.tls import server_credentials
 
 log = logging.getLogger(__name__)
 
 OVERALL = ""  # the health service's name for the server as a whole
+
+
+class _Malformed:
+    """What the request deserializer hands on in place of bytes that do not parse."""
+
+    def __init__(self, error: DecodeError) -> None:
+        self.reason = str(error)
+
+
+class MalformedRequestInterceptor(aio.ServerInterceptor):
+    """Bytes that do not parse as the request message (truncated, a string that is not UTF-8)
+    are the caller's fault: INVALID_ARGUMENT, where gRPC would answer UNKNOWN for a failing
+    deserializer. Runs inside authentication, so an anonymous caller learns nothing more."""
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        handler = await continuation(handler_call_details)
+        if handler is None or handler.request_deserializer is None:
+            return handler
+        parse = handler.request_deserializer
+
+        def deserialize(data: bytes) -> Any:
+            try:
+                return parse(data)
+            except DecodeError as error:
+                return _Malformed(error)
+
+        async def refuse(request: _Malformed, context: aio.ServicerContext) -> None:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"request: not a valid message ({request.reason})")
+
+        if handler.unary_unary is not None:
+            unary = handler.unary_unary
+
+            async def checked_unary(request: Any, context: aio.ServicerContext) -> Any:
+                if isinstance(request, _Malformed):
+                    await refuse(request, context)
+                return await unary(request, context)
+
+            return grpc.unary_unary_rpc_method_handler(
+                checked_unary, request_deserializer=deserialize, response_serializer=handler.response_serializer
+            )
+        if handler.unary_stream is not None:
+            stream = handler.unary_stream
+
+            async def checked_stream(request: Any, context: aio.ServicerContext) -> AsyncIterator[Any]:
+                if isinstance(request, _Malformed):
+                    await refuse(request, context)
+                async for item in stream(request, context):
+                    yield item
+
+            return grpc.unary_stream_rpc_method_handler(
+                checked_stream, request_deserializer=deserialize, response_serializer=handler.response_serializer
+            )
+        return handler
 
 
 class ServiceHost:
@@ -37,15 +97,18 @@ class ServiceHost:
         *,
         handle_signals: bool = True,
         interceptors: Sequence[aio.ServerInterceptor] = (),
-        credentials: grpc.ServerCredentials | None = None,
     ) -> None:
-        """`interceptors` run before the error mapping (e.g. authentication); `credentials`
-        switch the port to TLS."""
+        """`interceptors` run before the error mapping (e.g. authentication). The settings' tls_*
+        files switch the port to TLS, mutual when a client CA is given."""
         limit = settings.max_message_mb * 1024 * 1024
         self.settings = settings
-        self._credentials = credentials
+        self._credentials: grpc.ServerCredentials | None = None
+        if settings.tls_cert_file is not None and settings.tls_key_file is not None:
+            self._credentials = server_credentials(
+                settings.tls_cert_file, settings.tls_key_file, settings.tls_client_ca_file
+            )
         self.server = aio.server(
-            interceptors=[*interceptors, ErrorMappingInterceptor()],
+            interceptors=[*interceptors, MalformedRequestInterceptor(), ErrorMappingInterceptor()],
             options=[
                 ("grpc.max_receive_message_length", limit),
                 ("grpc.max_send_message_length", limit),

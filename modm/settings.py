@@ -7,9 +7,10 @@ module reads the environment at import time.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, Literal, Self
 
-from pydantic import Field
+from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -30,6 +31,19 @@ class ServiceSettings(BaseSettings):
         0.0, ge=0, description="NOT_SERVING is announced this long before the server stops accepting."
     )
     max_message_mb: int = Field(32, ge=1, le=512, description="Largest gRPC message accepted or sent.")
+    tls_cert_file: Path | None = Field(None, description="PEM certificate: serve TLS (with tls_key_file).")
+    tls_key_file: Path | None = None
+    tls_client_ca_file: Path | None = Field(
+        None, description="PEM CA: require client certificates it signed (mutual TLS); needs tls_cert_file."
+    )
+
+    @model_validator(mode="after")
+    def _tls_together(self) -> Self:
+        if (self.tls_cert_file is None) != (self.tls_key_file is None):
+            raise ValueError("tls_cert_file and tls_key_file go together")
+        if self.tls_client_ca_file is not None and self.tls_cert_file is None:
+            raise ValueError("tls_client_ca_file needs tls_cert_file and tls_key_file")
+        return self
 
     @classmethod
     def load(cls, **overrides: Any) -> Self:

@@ -15,13 +15,33 @@ Endpoint = Annotated[str | None, typer.Option(help="Router host:port (default $M
 Token = Annotated[str | None, typer.Option(help="Bearer token (default $MODM_TOKEN).")]
 Tls = Annotated[bool, typer.Option(help="Use TLS (system roots, or --ca-file).")]
 CaFile = Annotated[Path | None, typer.Option(help="PEM root certificate(s) for TLS.")]
+CertFile = Annotated[Path | None, typer.Option(help="PEM client certificate, for a router that requires mTLS.")]
+KeyFile = Annotated[Path | None, typer.Option(help="PEM key of --cert-file.")]
 
 
-def _client(endpoint: str | None, token: str | None, tls: bool, ca_file: Path | None, timeout: float) -> Client:
+def _client(
+    endpoint: str | None,
+    token: str | None,
+    tls: bool,
+    ca_file: Path | None,
+    timeout: float,
+    cert_file: Path | None = None,
+    key_file: Path | None = None,
+) -> Client:
     from modm.client import Client
 
-    roots = ca_file.read_bytes() if ca_file is not None else None
-    return Client(endpoint, token=token, timeout=timeout, tls=tls, root_certificates=roots)
+    def read(path: Path | None) -> bytes | None:
+        return path.read_bytes() if path is not None else None
+
+    return Client(
+        endpoint,
+        token=token,
+        timeout=timeout,
+        tls=tls,
+        root_certificates=read(ca_file),
+        client_certificate=read(cert_file),
+        client_key=read(key_file),
+    )
 
 
 def generate(
@@ -42,12 +62,14 @@ def generate(
     token: Token = None,
     tls: Tls = False,
     ca_file: CaFile = None,
+    cert_file: CertFile = None,
+    key_file: KeyFile = None,
 ) -> None:
     """Generate one image and print how it was served."""
     from modm.client import ModmClientError
 
     try:
-        with _client(endpoint, token, tls, ca_file, timeout) as client:
+        with _client(endpoint, token, tls, ca_file, timeout, cert_file, key_file) as client:
             result = client.generate(
                 prompt,
                 negative_prompt=negative_prompt,
@@ -89,12 +111,14 @@ def stats(
     token: Token = None,
     tls: Tls = False,
     ca_file: CaFile = None,
+    cert_file: CertFile = None,
+    key_file: KeyFile = None,
 ) -> None:
     """The router's sliding-window statistics (what the monitor reads)."""
     from modm.client import ModmClientError
 
     try:
-        with _client(endpoint, token, tls, ca_file, 30.0) as client:
+        with _client(endpoint, token, tls, ca_file, 30.0, cert_file, key_file) as client:
             report = client.stats()
     except ModmClientError as error:
         typer.echo(f"error: {error}", err=True)

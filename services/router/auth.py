@@ -1,4 +1,4 @@
-"""Optional bearer-token authentication on the router's public port.
+"""Optional bearer-token authentication on the router's public ports (gRPC and HTTP).
 
 Tokens come from a file (one per line; blank lines and `#` comments ignored), typically a
 mounted Kubernetes Secret; the file is re-read when it changes, so tokens rotate without a
@@ -26,11 +26,12 @@ def parse_tokens(text: str) -> frozenset[str]:
 
 
 class TokenFile:
-    """The tokens in a file, re-read whenever its modification time changes."""
+    """The tokens in a file, re-read whenever it changes: its modification time, size or inode
+    (a Kubernetes Secret update swaps a symlink, and a rewrite can land in the same mtime tick)."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self._mtime: float | None = None
+        self._stamp: tuple[int, int, int] | None = None
         self._tokens: frozenset[str] = frozenset()
         self.tokens()  # fail at start-up, not at the first call, when the file is missing
         if not self._tokens:
@@ -38,29 +39,38 @@ class TokenFile:
 
     def tokens(self) -> frozenset[str]:
         try:
-            mtime = self.path.stat().st_mtime
+            st = self.path.stat()
+            stamp = (st.st_mtime_ns, st.st_size, st.st_ino)
+            if stamp == self._stamp:
+                return self._tokens
+            fresh = parse_tokens(self.path.read_text())
         except OSError:
-            if self._mtime is None:
+            if self._stamp is None:
                 raise
             return self._tokens  # keep the last good set while a secret is being swapped
-        if mtime != self._mtime:
-            fresh = parse_tokens(self.path.read_text())
-            if fresh or self._mtime is None:
-                self._tokens = fresh
-            self._mtime = mtime
+        if fresh or self._stamp is None:
+            self._tokens = fresh
+        self._stamp = stamp
         return self._tokens
 
     def accepts(self, presented: str) -> bool:
         return any(hmac.compare_digest(presented.encode(), token.encode()) for token in self.tokens())
 
 
+def parse_bearer(authorization: str) -> str | None:
+    """The token of an `Authorization: Bearer <token>` value (gRPC metadata or HTTP header)."""
+    scheme, _, token = authorization.partition(" ")
+    if scheme.lower() == "bearer" and token.strip():
+        return token.strip()
+    return None
+
+
 def bearer_token(metadata: tuple[tuple[str, str | bytes], ...] | None) -> str | None:
     for key, value in metadata or ():
         if key.lower() == "authorization":
-            text = value.decode() if isinstance(value, bytes) else value
-            scheme, _, token = text.partition(" ")
-            if scheme.lower() == "bearer" and token.strip():
-                return token.strip()
+            token = parse_bearer(value.decode() if isinstance(value, bytes) else value)
+            if token is not None:
+                return token
     return None
 
 

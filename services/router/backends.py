@@ -16,6 +16,7 @@ from grpc import aio
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from modm.services.router.policy import CacheDecision
+from modm.tls import ClientTls, open_channel
 from modm.v1 import cache_pb2, cache_pb2_grpc, common_pb2, worker_pb2, worker_pb2_grpc
 
 CHANNEL_OPTIONS = [
@@ -73,9 +74,9 @@ class CacheBackend(Protocol):
 class GrpcCache:
     """modm.v1.Cache over one channel."""
 
-    def __init__(self, target: str) -> None:
+    def __init__(self, target: str, tls: ClientTls | None = None) -> None:
         self.target = target
-        self._channel = aio.insecure_channel(target, options=CHANNEL_OPTIONS)
+        self._channel = open_channel(aio, target, CHANNEL_OPTIONS, tls)
         self._stub = cache_pb2_grpc.CacheStub(self._channel)
 
     async def lookup(self, tenant: str, prompt: str, params: common_pb2.GenerationParams, timeout_s: float) -> Lookup:
@@ -177,9 +178,9 @@ WORKER_SERVICE = worker_pb2.DESCRIPTOR.services_by_name["Worker"].full_name
 class GrpcWorker:
     """modm.v1.Worker over one channel; always uses the streaming RPCs so progress is free."""
 
-    def __init__(self, address: str) -> None:
+    def __init__(self, address: str, tls: ClientTls | None = None) -> None:
         self.address = address
-        self._channel = aio.insecure_channel(address, options=CHANNEL_OPTIONS)
+        self._channel = open_channel(aio, address, CHANNEL_OPTIONS, tls)
         self._stub = worker_pb2_grpc.WorkerStub(self._channel)
         self._health = health_pb2_grpc.HealthStub(self._channel)
 

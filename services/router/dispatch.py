@@ -5,11 +5,19 @@ gets the worker with the least outstanding work that has a free slot (`policy.ch
 so no worker is ever given more than its advertised capacity. With `large_takes_hits`, a large
 worker that is idle while no miss waits takes the oldest waiting hit from the small queue
 (MoDM: large-model GPUs with nothing better to do serve hits).
+
+Failure-based ejection: a worker whose health probe says SERVING but whose requests keep failing
+(hung, timing out) would otherwise be handed traffic again every discovery round. After
+`eject_after` consecutive failed attempts it is taken out of rotation for a cool-down; when that
+passes it gets requests again on probation: one success clears its record, one more failure
+ejects it again for twice as long (up to `max_cooldown_s`). The last usable worker of a pool is
+never ejected: when every worker is slow, a slow answer beats refusing everything.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections import deque
 from collections.abc import Callable, Iterable
@@ -23,6 +31,8 @@ from modm.services.router.policy import (
     WorkerLoad,
     choose_worker,
 )
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -45,16 +55,23 @@ class WorkerState:
     in_flight: int = 0
     outstanding_seconds: float = 0.0
     failures: int = 0
+    consecutive_failures: int = 0
+    ejections: int = 0  # in a row; sets the next cool-down
+    ejected_until: float = 0.0
 
-    def load(self) -> WorkerLoad:
-        return WorkerLoad(self.address, self.in_flight, self.capacity, self.outstanding_seconds, self.healthy)
+    def ejected(self, now: float) -> bool:
+        return now < self.ejected_until
+
+    def load(self, now: float) -> WorkerLoad:
+        usable = self.healthy and not self.ejected(now)
+        return WorkerLoad(self.address, self.in_flight, self.capacity, self.outstanding_seconds, usable)
 
     def job_seconds(self, steps: int | None, strength: float = 1.0) -> float:
         run = (steps or self.default_steps or 1) * strength
         return self.overhead_seconds + max(1.0, run) * self.seconds_per_step
 
 
-# What discovery refreshes; in_flight, outstanding_seconds and failures belong to the dispatcher.
+# What discovery refreshes; in_flight, outstanding_seconds, failures and ejection belong to the dispatcher.
 FACTS = (
     "pool",
     "capacity",
@@ -87,10 +104,24 @@ def _new_future() -> asyncio.Future[WorkerState]:
     return asyncio.get_running_loop().create_future()
 
 
+MAX_COOLDOWN_S = 60.0
+
+
 class Dispatcher:
-    def __init__(self, rules: RoutingRules, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        rules: RoutingRules,
+        clock: Callable[[], float] = time.monotonic,
+        *,
+        eject_after: int = 3,
+        cooldown_s: float = 5.0,
+        max_cooldown_s: float = MAX_COOLDOWN_S,
+    ) -> None:
         self.rules = rules
         self._clock = clock
+        self.eject_after = eject_after
+        self.cooldown_s = cooldown_s
+        self.max_cooldown_s = max_cooldown_s
         self.workers: dict[str, WorkerState] = {}
         self.queues: dict[Pool, deque[Ticket]] = {pool: deque() for pool in Pool}
 
@@ -111,18 +142,51 @@ class Dispatcher:
         self.workers.pop(address, None)
 
     def mark_unhealthy(self, address: str) -> None:
+        """An attempt on `address` failed: unhealthy until discovery's next probe says otherwise,
+        and ejected for a cool-down once failures repeat (a probe cannot vouch for it then)."""
         worker = self.workers.get(address)
-        if worker is not None:
-            worker.healthy = False
-            worker.failures += 1
+        if worker is None:
+            return
+        worker.healthy = False
+        worker.failures += 1
+        worker.consecutive_failures += 1
+        others = [w for w in self.usable(worker.pool) if w is not worker]
+        if worker.consecutive_failures >= self.eject_after and others:  # never empty a pool: slow beats none
+            now = self._clock()
+            cooldown = min(self.max_cooldown_s, self.cooldown_s * 2**worker.ejections)
+            worker.ejected_until = now + cooldown
+            worker.ejections += 1
+            worker.consecutive_failures = self.eject_after - 1  # on probation: one more failure ejects it again
+            log.warning(
+                "worker ejected",
+                extra={"worker": address, "cooldown_s": cooldown, "failures": worker.failures},
+            )
+
+    def mark_succeeded(self, address: str) -> None:
+        """An attempt on `address` succeeded: its failure record is cleared (probation passed)."""
+        worker = self.workers.get(address)
+        if worker is not None and (worker.consecutive_failures or worker.ejections):
+            if worker.ejections:
+                log.info("worker back in rotation", extra={"worker": address})
+            worker.consecutive_failures = 0
+            worker.ejections = 0
+
+    def ejected(self) -> list[str]:
+        now = self._clock()
+        return sorted(w.address for w in self.workers.values() if w.ejected(now))
 
     def in_pool(self, pool: Pool) -> list[WorkerState]:
         return [w for w in self.workers.values() if w.pool is pool]
 
+    def usable(self, pool: Pool) -> list[WorkerState]:
+        """Healthy and not ejected: the workers that may be given requests now."""
+        now = self._clock()
+        return [w for w in self.in_pool(pool) if w.healthy and not w.ejected(now)]
+
     # --- loads --------------------------------------------------------------------------
 
     def pool_load(self, pool: Pool) -> PoolLoad:
-        healthy = [w for w in self.in_pool(pool) if w.healthy]
+        healthy = self.usable(pool)
         if not healthy:
             return _empty(len(self.queues[pool]))
         n = len(healthy)
@@ -193,13 +257,14 @@ class Dispatcher:
 
     def _pump(self) -> None:
         """Hand free slots to waiting tickets, oldest first, per pool."""
+        now = self._clock()
         for pool, queue in self.queues.items():
             while queue:
                 ticket = queue[0]
                 if ticket.future.done():  # cancelled by its waiter
                     queue.popleft()
                     continue
-                key = choose_worker((w.load() for w in self.in_pool(pool)), ticket.exclude)
+                key = choose_worker((w.load(now) for w in self.in_pool(pool)), ticket.exclude)
                 if key is None:
                     break
                 queue.popleft()
@@ -209,10 +274,11 @@ class Dispatcher:
 
     def _large_takes_hits(self) -> None:
         small_queue = self.queues[Pool.SMALL]
+        now = self._clock()
         for ticket in list(small_queue):
             if not ticket.is_hit or ticket.future.done():
                 continue
-            idle = [w.load() for w in self.in_pool(Pool.LARGE) if w.in_flight == 0]
+            idle = [w.load(now) for w in self.in_pool(Pool.LARGE) if w.in_flight == 0]
             key = choose_worker(idle, ticket.exclude)
             if key is None:
                 return

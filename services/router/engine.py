@@ -24,7 +24,7 @@ from modm.errors import (
     ResourceExhausted,
     Unavailable,
 )
-from modm.images import ImageFormat, encode_image
+from modm.images import ImageFormat, decode_image, encode_image
 from modm.params import FORMAT_FROM_PROTO, FORMAT_TO_PROTO
 from modm.services.router import metrics
 from modm.services.router.backends import (
@@ -37,6 +37,7 @@ from modm.services.router.backends import (
 from modm.services.router.discovery import Discovery
 from modm.services.router.dispatch import Dispatcher
 from modm.services.router.policy import (
+    DegradeOverride,
     Outcome,
     Plan,
     Pool,
@@ -45,6 +46,7 @@ from modm.services.router.policy import (
     as_miss,
     attempt_timeout,
     backoff_seconds,
+    degrade_override,
     effective_deadline,
     hit_steps,
     is_retryable,
@@ -90,6 +92,14 @@ class StepEvent:
 
 RouterEvent = QueuedEvent | StartedEvent | StepEvent
 Listener = Callable[[RouterEvent], None]
+
+
+@dataclass(frozen=True)
+class InitImage:
+    """The caller's own image to start from (edits), and how much of the schedule to run on it."""
+
+    data: bytes
+    strength: float
 
 
 @dataclass
@@ -155,6 +165,7 @@ class RouterEngine:
         self.limits = Limits(settings.max_prompt_chars, settings.min_side, settings.max_side, settings.max_steps)
         self.cache_available = cache is not None
         self._background: set[asyncio.Task[None]] = set()
+        self.degrade = DegradeOverride()  # the monitor's override (SetDegrade)
 
     # --- the request path ---------------------------------------------------------------
 
@@ -164,7 +175,9 @@ class RouterEngine:
         client_timeout_s: float | None,
         listener: Listener | None = None,
         request_id: str | None = None,
+        init: InitImage | None = None,
     ) -> RouterResult:
+        """Serve one request; with `init`, an img2img of the caller's own image (`_serve_edit`)."""
         started = self._clock()
         deadline = effective_deadline(
             started,
@@ -179,7 +192,10 @@ class RouterEngine:
             raise
         request_id = request_id or new_request_id()
         try:
-            result = await self._serve(job, request_id, deadline, listener)
+            if init is None:
+                result = await self._serve(job, request_id, deadline, listener)
+            else:
+                result = await self._serve_edit(job, init, request_id, deadline, listener)
         except ModmError as error:
             metrics.REQUESTS.labels("none", "none", type(error).__name__).inc()
             self.window.record_request(RequestRecord(self._clock(), "failed"))
@@ -192,19 +208,7 @@ class RouterEngine:
         self, job: GenerateJob, request_id: str, deadline: float, listener: Listener | None
     ) -> RouterResult:
         timings = Timings()
-        width, height, guidance = self._resolved_defaults(job)
-        params = common_pb2.GenerationParams(
-            prompt=job.prompt,
-            negative_prompt=job.negative_prompt,
-            width=width,
-            height=height,
-            steps=job.steps,
-            output_format=FORMAT_TO_PROTO[job.output_format],
-        )
-        if guidance is not None:
-            params.guidance_scale = guidance
-        if job.seed is not None:
-            params.seed = job.seed
+        params = _worker_params(job, *self._resolved_defaults(job))
 
         plan, embedder = await self._plan(job, params, deadline, timings)
         cached = None
@@ -244,6 +248,29 @@ class RouterEngine:
             insert_params.ClearField("output_format")
             self._spawn(self._insert(job, result, insert_params))
             result.insert_scheduled = True
+        return result
+
+    async def _serve_edit(
+        self, job: GenerateJob, init: InitImage, request_id: str, deadline: float, listener: Listener | None
+    ) -> RouterResult:
+        """img2img of the caller's image (OpenAI's images/edits). It is routed and run the way a
+        cache hit is (small pool first, the last `strength` of the schedule) through the same
+        dispatch, but no cache entry is involved: never looked up nor inserted, recorded as bypassed."""
+        if not 0.0 < init.strength <= 1.0:
+            raise InvalidArgument("strength", f"{init.strength} is outside (0, 1]")
+        await asyncio.to_thread(
+            decode_image,
+            init.data,
+            field="image",
+            max_bytes=int(self.settings.max_init_image_mb * 1024 * 1024),
+            max_pixels=self.settings.max_init_image_pixels,
+        )
+        timings = Timings()
+        params = _worker_params(job, job.width, job.height, job.guidance_scale)
+        note = "the caller's image, not the cache's"
+        as_hit = Plan(Outcome.HIT, strength=init.strength, note=note)
+        result = await self._dispatch(job, params, as_hit, init.data, request_id, deadline, timings, listener)
+        result.plan = Plan(Outcome.BYPASSED, strength=init.strength, note=note)
         return result
 
     def _resolved_defaults(self, job: GenerateJob) -> tuple[int, int, float | None]:
@@ -391,6 +418,7 @@ class RouterEngine:
                     extra={"request_id": request_id, "worker": worker.address, "code": failure.code},
                 )
             else:
+                self.dispatcher.mark_succeeded(worker.address)
                 elapsed = self._clock() - t_gen
                 timings.generate = elapsed
                 metrics.STAGE_SECONDS.labels("generate").observe(elapsed)
@@ -439,7 +467,20 @@ class RouterEngine:
             remaining_s=deadline - self._clock(),
             steps=steps,
             rules=self.dispatcher.rules,
+            monitor_degrade=self.degrade.active(self._clock()),
         )
+
+    def set_degrade(self, degrade: bool, reason: str, source: str, ttl_s: float) -> DegradeOverride:
+        """The monitor's overload override (validated; lapses after `ttl_s`); logged when it changes."""
+        fresh = degrade_override(degrade, reason, source, ttl_s, now=self._clock())
+        if fresh.degrade != self.degrade.active(self._clock()) or fresh.reason != self.degrade.reason:
+            log.info("degrade override", extra={"degrade_misses": degrade, "reason": reason, "source": source})
+        self.degrade = fresh
+        return fresh
+
+    def degrade_state(self) -> tuple[DegradeOverride, float]:
+        """The override and the router clock's now, to tell whether it is in force and for how long."""
+        return self.degrade, self._clock()
 
     # --- after the reply ----------------------------------------------------------------
 
@@ -524,6 +565,22 @@ class RouterEngine:
             metrics.IN_FLIGHT.labels(str(pool)).set(load.in_flight)
             metrics.WORKERS.labels(str(pool)).set(load.workers)
         return snap
+
+
+def _worker_params(job: GenerateJob, width: int, height: int, guidance: float | None) -> common_pb2.GenerationParams:
+    params = common_pb2.GenerationParams(
+        prompt=job.prompt,
+        negative_prompt=job.negative_prompt,
+        width=width,
+        height=height,
+        steps=job.steps,
+        output_format=FORMAT_TO_PROTO[job.output_format],
+    )
+    if guidance is not None:
+        params.guidance_scale = guidance
+    if job.seed is not None:
+        params.seed = job.seed
+    return params
 
 
 def _reencode(data: bytes, wanted: ImageFormat) -> tuple[bytes, ImageFormat]:

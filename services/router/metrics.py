@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from prometheus_client import Counter, Gauge, Histogram
 
+LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 40, 80, 160, 320)
+
 REQUESTS = Counter(
     "modm_router_requests_total",
     "Requests by cache outcome, serving pool and result (ok or the status code).",
@@ -13,7 +15,7 @@ LATENCY = Histogram(
     "modm_router_request_seconds",
     "Arrival to reply, by cache outcome.",
     ["outcome"],
-    buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 40, 80, 160, 320),
+    buckets=LATENCY_BUCKETS,
 )
 STAGE_SECONDS = Histogram(
     "modm_router_stage_seconds",
@@ -33,3 +35,15 @@ RETRIES = Counter("modm_router_retries_total", "Worker attempts retried after a 
 CACHE_ERRORS = Counter("modm_router_cache_errors_total", "Cache calls that failed, by call.", ["call"])
 INSERTS = Counter("modm_router_inserts_total", "Cache inserts after the reply, by result.", ["result"])
 CACHE_UP = Gauge("modm_router_cache_available", "1 while the last cache call succeeded.")
+HTTP_REQUESTS = Counter(
+    "modm_router_http_requests_total",
+    "Calls of the OpenAI-compatible HTTP API, by route template, method and status.",
+    ["route", "method", "status"],
+)
+HTTP_LATENCY = Histogram(
+    "modm_router_http_request_seconds",
+    "Seconds from an HTTP request's arrival to its reply, by route template.",
+    ["route"],
+    buckets=LATENCY_BUCKETS,
+)
+IMAGE_URLS = Gauge("modm_router_image_url_bytes", "Bytes of images kept for response_format=url.")

@@ -105,6 +105,17 @@ def event_message(event: RouterEvent, request_id: str) -> router_pb2.GenerateEve
     raise TypeError(f"unknown event {event!r}")
 
 
+def degrade_message(engine: RouterEngine) -> router_pb2.DegradeState:
+    state, now = engine.degrade_state()
+    return router_pb2.DegradeState(
+        degrade_misses=state.active(now),
+        reason=state.reason,
+        source=state.source,
+        expires_in_seconds=state.expires_in(now),
+        allowed=engine.settings.degrade_misses,
+    )
+
+
 class RouterServicer(router_pb2_grpc.RouterServicer):
     def __init__(self, engine: RouterEngine) -> None:
         self.engine = engine
@@ -151,6 +162,7 @@ class RouterServicer(router_pb2_grpc.RouterServicer):
             degraded=snap.degraded,
             retries=snap.retries,
             cache_available=self.engine.cache_available,
+            degrade_override=degrade_message(self.engine),
         )
         for pool in Pool:
             load = dispatcher.pool_load(pool)
@@ -184,3 +196,9 @@ class RouterServicer(router_pb2_grpc.RouterServicer):
                 )
             )
         return reply
+
+    async def SetDegrade(
+        self, request: router_pb2.SetDegradeRequest, context: aio.ServicerContext
+    ) -> router_pb2.DegradeState:
+        self.engine.set_degrade(request.degrade_misses, request.reason, request.source, request.ttl_seconds)
+        return degrade_message(self.engine)

@@ -11,6 +11,7 @@ from pydantic_settings import NoDecode, SettingsConfigDict
 
 from modm.services.router.policy import RoutingRules
 from modm.settings import ServiceSettings
+from modm.tls import ClientTls
 
 DEFAULT_PORT = 50051
 _TARGET = re.compile(r"^(dns:)?[A-Za-z0-9_.\-\[\]:]+:\d{1,5}$")
@@ -27,6 +28,20 @@ class RouterSettings(ServiceSettings):
 
     port: int = Field(DEFAULT_PORT, ge=0, le=65535)
 
+    # --- OpenAI-compatible HTTP API (services/router/openai_api) ---
+    http_port: int = Field(0, ge=0, le=65535, description="Port of the OpenAI Images API; 0 disables it.")
+    http_host: str | None = Field(None, description="Address the HTTP server binds to; default: host.")
+    max_images_per_request: int = Field(4, ge=1, le=64, description="Largest n of one images call.")
+    image_url_ttl_s: float = Field(600.0, gt=0, description="How long a response_format=url image stays fetchable.")
+    image_url_store_mb: int = Field(256, ge=1, description="Memory kept for url images; oldest go first.")
+    public_url: str | None = Field(
+        None,
+        pattern=r"^https?://[^/?#]+(/[^?#]*)?$",
+        description="Base URL clients reach the HTTP port at (behind an ingress); default: the request's Host.",
+    )
+    max_init_image_mb: float = Field(20.0, gt=0, description="Largest image an edits call may upload.")
+    max_init_image_pixels: int = Field(4096 * 4096, ge=1)
+
     # --- discovery ---
     large_workers: Annotated[list[str], NoDecode] = Field(
         default_factory=list,
@@ -34,6 +49,11 @@ class RouterSettings(ServiceSettings):
         "(e.g. a headless Service) to all its addresses.",
     )
     small_workers: Annotated[list[str], NoDecode] = Field(default_factory=list, description="As large_workers.")
+    workers: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="As large_workers, but each worker's pool is the role its Info reports, re-read every "
+        "round (a worker restarted as the other model moves pools; modm up's worker slots).",
+    )
     discovery_interval_s: float = Field(2.0, gt=0, description="How often workers' Info is polled.")
     worker_capacity: int | None = Field(
         None, ge=1, description="Cap on requests in flight per worker; default its max_batch_size."
@@ -59,6 +79,12 @@ class RouterSettings(ServiceSettings):
     retry_backoff_cap_s: float = Field(2.0, ge=0)
     attempt_timeout_factor: float = Field(4.0, gt=0, description="One attempt may take estimate x this.")
     attempt_timeout_floor_s: float = Field(30.0, gt=0)
+    eject_after_failures: int = Field(
+        3, ge=1, description="Consecutive failed attempts that take a worker out of rotation, SERVING or not."
+    )
+    eject_cooldown_s: float = Field(
+        5.0, gt=0, description="First time out of rotation; doubles (to 60 s) while it keeps failing on return."
+    )
 
     # --- requests ---
     max_prompt_chars: int = Field(2000, ge=1, le=100_000)
@@ -71,15 +97,26 @@ class RouterSettings(ServiceSettings):
 
     # --- security ---
     tokens_file: Path | None = Field(None, description="Bearer tokens, one per line; unset: no auth.")
-    tls_cert_file: Path | None = None
-    tls_key_file: Path | None = None
+    tenant_rate_per_s: float | None = Field(
+        None, gt=0, description="Generate calls per second each tenant may sustain; unset: no limit."
+    )
+    tenant_burst: int = Field(10, ge=1, description="Generate calls a tenant may send at once (tenant_rate_per_s).")
+    # The public port's TLS (tls_cert_file, tls_key_file, tls_client_ca_file) is every service's.
+    # Outbound TLS to workers and cache (they serve it with their own tls_* settings): trust this
+    # CA, present this client certificate when they require mTLS, expect this server name.
+    upstream_tls_ca_file: Path | None = Field(None, description="PEM CA of workers and cache: dial them over TLS.")
+    upstream_tls_cert_file: Path | None = Field(None, description="Client certificate for workers and cache (mTLS).")
+    upstream_tls_key_file: Path | None = None
+    upstream_tls_server_name: str | None = Field(
+        None, description="Name on the workers' and cache's certificates (pods are dialled by IP)."
+    )
 
-    @field_validator("large_workers", "small_workers", mode="before")
+    @field_validator("large_workers", "small_workers", "workers", mode="before")
     @classmethod
     def _split_list(cls, value: object) -> object:
         return _split(value)
 
-    @field_validator("large_workers", "small_workers")
+    @field_validator("large_workers", "small_workers", "workers")
     @classmethod
     def _targets(cls, value: list[str]) -> list[str]:
         for target in value:
@@ -89,13 +126,28 @@ class RouterSettings(ServiceSettings):
 
     @model_validator(mode="after")
     def _consistent(self) -> RouterSettings:
-        if not self.large_workers and not self.small_workers:
-            raise ValueError("give large_workers and/or small_workers")
-        if (self.tls_cert_file is None) != (self.tls_key_file is None):
-            raise ValueError("tls_cert_file and tls_key_file go together")
+        if not self.large_workers and not self.small_workers and not self.workers:
+            raise ValueError("give large_workers, small_workers and/or workers")
+        if (self.upstream_tls_cert_file is None) != (self.upstream_tls_key_file is None):
+            raise ValueError("upstream_tls_cert_file and upstream_tls_key_file go together")
+        if self.upstream_tls_cert_file is not None and self.upstream_tls_ca_file is None:
+            raise ValueError("upstream_tls_cert_file needs upstream_tls_ca_file")
         if self.min_side > self.max_side:
             raise ValueError("min_side is above max_side")
+        if self.http_port and self.http_port == self.port:
+            raise ValueError("http_port and port must differ")
         return self
+
+    def upstream_tls(self) -> ClientTls | None:
+        """How to dial workers and cache: None (plaintext) unless a CA is configured."""
+        if self.upstream_tls_ca_file is None:
+            return None
+        return ClientTls(
+            self.upstream_tls_ca_file,
+            self.upstream_tls_cert_file,
+            self.upstream_tls_key_file,
+            self.upstream_tls_server_name,
+        )
 
     def rules(self) -> RoutingRules:
         return RoutingRules(

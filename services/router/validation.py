@@ -59,8 +59,8 @@ def validate(raw: RawGenerate, limits: Limits, default_tenant: str) -> GenerateJ
     negative = check_text("params.negative_prompt", params.negative_prompt, limits.max_prompt_chars, required=False)
     width = _side("params.width", params.width, limits)
     height = _side("params.height", params.height, limits)
-    if params.steps > limits.max_steps:
-        raise InvalidArgument("params.steps", f"{params.steps} is more than {limits.max_steps}")
+    if not 0 <= params.steps <= limits.max_steps:
+        raise InvalidArgument("params.steps", f"{params.steps} is outside [0, {limits.max_steps}]")
     guidance = check_guidance("params.guidance_scale", params.guidance_scale)
     if params.seed is not None and not 0 <= params.seed <= MAX_SEED:
         raise InvalidArgument("params.seed", f"{params.seed} is outside [0, 2^63 - 1]")

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 from modm.errors import InvalidArgument
 from modm.images import decode_image
-from modm.params import RawParams, check_format, check_guidance, check_text
+from modm.params import MAX_SEED, RawParams, check_format, check_guidance, check_text
 from modm.services.worker.jobs import GenerationJob, JobKind
 
 
@@ -65,6 +65,8 @@ def validate(raw: RawRequest, limits: RequestLimits, *, prefix: str = "params.")
     guidance = check_guidance(f"{prefix}guidance_scale", params.guidance_scale)
     guidance = limits.default_guidance if guidance is None else guidance
     output_format = check_format(f"{prefix}output_format", params.output_format)
+    if params.seed is not None and not 0 <= params.seed <= MAX_SEED:
+        raise InvalidArgument(f"{prefix}seed", f"{params.seed} is outside [0, 2^64 - 1]")
     seed = secrets.randbits(63) if params.seed is None else params.seed
     if raw.init_image is None:
         return GenerationJob(

@@ -139,3 +139,85 @@ async def test_a_refresh_during_a_request_does_not_leak_its_slot() -> None:
     assert d.workers["a"].in_flight == 0 and d.workers["a"].model_id == "refreshed"
     again = await d.acquire(Pool.LARGE, steps=None, wait_s=0.1)
     assert again is d.workers["a"]
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def serving_again(d: Dispatcher, address: str) -> None:
+    """What discovery does each round for a worker whose probe says SERVING."""
+    d.upsert(worker(address, d.workers[address].pool, capacity=d.workers[address].capacity))
+
+
+async def test_repeated_failures_eject_a_serving_worker_until_the_cooldown_passes() -> None:
+    clock = FakeClock()
+    d = Dispatcher(RoutingRules(), clock, eject_after=2, cooldown_s=5, max_cooldown_s=12)
+    d.upsert(worker("bad", Pool.LARGE, capacity=2))
+    d.upsert(worker("good", Pool.LARGE, capacity=2))
+    d.mark_unhealthy("bad")
+    serving_again(d, "bad")
+    assert d.ejected() == [] and d.pool_load(Pool.LARGE).workers == 2  # one failure: the probe vouches for it
+    d.mark_unhealthy("bad")
+    serving_again(d, "bad")
+    assert d.ejected() == ["bad"] and d.pool_load(Pool.LARGE).workers == 1
+    got = [await d.acquire(Pool.LARGE, steps=None, wait_s=1) for _ in range(2)]
+    assert {w.address for w in got} == {"good"}  # never the ejected one, free slots or not
+    clock.now += 5
+    assert d.ejected() == [] and d.pool_load(Pool.LARGE).workers == 2
+    assert (await d.acquire(Pool.LARGE, steps=None, wait_s=1)).address == "bad"  # on probation
+
+
+async def test_a_failure_on_probation_doubles_the_cooldown_and_a_success_clears_it() -> None:
+    clock = FakeClock()
+    d = Dispatcher(RoutingRules(), clock, eject_after=2, cooldown_s=5, max_cooldown_s=12)
+    d.upsert(worker("w", Pool.SMALL))
+    d.upsert(worker("peer", Pool.SMALL))
+    for _ in range(2):
+        d.mark_unhealthy("w")
+    serving_again(d, "w")
+    assert d.workers["w"].ejected_until == 105
+    clock.now = 105
+    d.mark_unhealthy("w")  # the first failure after the cool-down ejects it again, for longer
+    assert d.workers["w"].ejected_until == 115
+    clock.now = 115
+    d.mark_unhealthy("w")
+    assert d.workers["w"].ejected_until == 127  # capped at max_cooldown_s
+    clock.now = 127
+    serving_again(d, "w")
+    d.mark_succeeded("w")
+    d.mark_unhealthy("w")
+    serving_again(d, "w")
+    assert d.ejected() == [] and d.workers["w"].failures == 5
+
+
+async def test_a_waiting_request_gets_the_worker_when_its_cooldown_ends() -> None:
+    clock = FakeClock()
+    d = Dispatcher(RoutingRules(), clock, eject_after=1, cooldown_s=5)
+    d.upsert(worker("w", Pool.LARGE))
+    d.upsert(worker("busy", Pool.LARGE))
+    held = await d.acquire(Pool.LARGE, steps=None, wait_s=1)
+    assert held.address == "busy"
+    d.mark_unhealthy("w")
+    serving_again(d, "w")
+    waiting = asyncio.create_task(d.acquire(Pool.LARGE, steps=None, wait_s=5))
+    await asyncio.sleep(0)
+    assert not waiting.done()
+    clock.now += 5
+    serving_again(d, "w")  # the next discovery round pumps the queue
+    assert (await waiting).address == "w"
+
+
+async def test_the_last_usable_worker_of_a_pool_is_never_ejected() -> None:
+    clock = FakeClock()
+    d = Dispatcher(RoutingRules(), clock, eject_after=1, cooldown_s=5)
+    d.upsert(worker("only", Pool.LARGE))
+    d.upsert(worker("small", Pool.SMALL))  # another pool's worker does not count
+    for _ in range(3):
+        d.mark_unhealthy("only")
+        serving_again(d, "only")
+    assert d.ejected() == [] and d.pool_load(Pool.LARGE).workers == 1
