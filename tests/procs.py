@@ -2,15 +2,10 @@
 
 from __future__ import annotations
 
-import contextlib
-import signal
-import subprocess
-import sys
-import time
-from dataclasses import dataclass
 from pathlib import Path
 
 from modm.launch import ServiceProcess, free_port, start_module
+from modm.services.cache.milvus_standalone import MilvusStandalone, start_milvus_standalone
 
 
 def start_worker(model_dir: Path, log_dir: Path, **settings: object) -> ServiceProcess:
@@ -37,71 +32,8 @@ def start_cache(data_dir: Path, log_dir: Path, **settings: object) -> ServicePro
     return start_module("modm.services.cache", env, log_dir / f"cache-{port}.log", port)
 
 
-MILVUS_COMPONENTS = ("rootCoord", "proxy", "queryCoord", "queryNode", "indexNode", "dataCoord", "dataNode")
+def start_milvus_server(data_dir: Path, log_dir: Path, port: int | None = None) -> MilvusStandalone:
+    """A real Milvus standalone server (milvus==2.3.5) on 127.0.0.1 with data in `data_dir`.
 
-
-@dataclass
-class MilvusServerProcess:
-    """A real Milvus standalone server (`milvus-server` from the `milvus` package)."""
-
-    proc: subprocess.Popen[bytes]
-    port: int
-    data_dir: Path
-    log_path: Path
-
-    @property
-    def uri(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def wait_ready(self, timeout: float = 120.0) -> None:
-        from pymilvus import MilvusClient
-
-        deadline = time.monotonic() + timeout
-        last: Exception | None = None
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"milvus-server exited with {self.proc.returncode}")
-            try:
-                client = MilvusClient(uri=self.uri, timeout=3)
-                client.list_collections()
-                client.close()
-                return
-            except Exception as exc:
-                last = exc
-                time.sleep(0.5)
-        raise TimeoutError(f"Milvus not ready after {timeout}s: {last}")
-
-    def stop(self, timeout: float = 20.0) -> None:
-        """SIGINT the wrapper (its own stop: SIGTERM the server binary, SIGKILL it after 1 s),
-        then SIGKILL whatever is left."""
-        import psutil
-
-        try:
-            family = [psutil.Process(self.proc.pid), *psutil.Process(self.proc.pid).children(recursive=True)]
-        except psutil.NoSuchProcess:
-            family = []
-        with contextlib.suppress(ProcessLookupError):
-            self.proc.send_signal(signal.SIGINT)
-        _, alive = psutil.wait_procs(family, timeout=timeout)
-        for member in alive:
-            with contextlib.suppress(psutil.NoSuchProcess):
-                member.kill()
-        psutil.wait_procs(alive, timeout=10)
-        self.proc.wait()
-
-
-def start_milvus_server(data_dir: Path, log_dir: Path, port: int | None = None) -> MilvusServerProcess:
-    """milvus-server on 127.0.0.1 with data in `data_dir` (reuse both to restart with the same data)."""
-    port = port or free_port()
-    args = [
-        str(Path(sys.executable).parent / "milvus-server"),
-        "--data",
-        str(data_dir),
-        "--proxy-port",
-        str(port),
-    ]
-    for component in MILVUS_COMPONENTS:
-        args += ["--extra-config", f"{component}.ip=127.0.0.1"]
-    log_path = log_dir / f"milvus-{port}.log"
-    proc = subprocess.Popen(args, stdout=log_path.open("ab"), stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-    return MilvusServerProcess(proc, port, data_dir, log_path)
+    Start it again on the same `data_dir` to restart it (same ports, same data)."""
+    return start_milvus_standalone(data_dir, log_dir / f"milvus-{data_dir.name}.log", port)

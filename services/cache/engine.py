@@ -32,10 +32,9 @@ import logging
 import time
 import uuid
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import numpy as np
 
@@ -44,6 +43,20 @@ from modm.images import decode_image
 from modm.services.cache import metrics
 from modm.services.cache.embedders import BatchingEmbedder
 from modm.services.cache.ledger import Eviction, Ledger, Limits
+from modm.services.cache.model import (
+    Entry,
+    GenParams,
+    InsertResult,
+    LookupQuery,
+    LookupResult,
+    Match,
+    NewEntry,
+    ReconcileReport,
+    StatsReport,
+    TenantCounters,
+    TenantStats,
+    content_type_of,
+)
 from modm.services.cache.policies import EntryMeta, EvictionPolicy
 from modm.services.cache.stores import (
     ObjectMissing,
@@ -64,171 +77,10 @@ from modm.services.cache.validation import (
     check_prompt,
     check_tenant,
     check_top_k,
-    fingerprint,
 )
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
-
-
-# --- domain objects -----------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class GenParams:
-    """Generation parameters as the caller gave them; 0/None mean the model's default."""
-
-    prompt: str = ""
-    negative_prompt: str = ""
-    width: int = 0
-    height: int = 0
-    steps: int = 0
-    guidance_scale: float | None = None
-    seed: int | None = None
-
-    def fingerprint(self, prompt: str) -> ParamsFingerprint:
-        return fingerprint(
-            prompt, self.negative_prompt, self.width, self.height, self.steps, self.guidance_scale, self.seed
-        )
-
-    def to_dict(self, prompt: str) -> dict[str, Any]:
-        return {
-            "prompt": prompt,
-            "negative_prompt": self.negative_prompt,
-            "width": self.width,
-            "height": self.height,
-            "steps": self.steps,
-            "guidance_scale": self.guidance_scale,
-            "seed": self.seed,
-        }
-
-    @classmethod
-    def from_dict(cls, raw: Mapping[str, Any]) -> GenParams:
-        return cls(
-            str(raw.get("prompt", "")),
-            str(raw.get("negative_prompt", "")),
-            int(raw.get("width") or 0),
-            int(raw.get("height") or 0),
-            int(raw.get("steps") or 0),
-            None if raw.get("guidance_scale") is None else float(raw["guidance_scale"]),
-            None if raw.get("seed") is None else int(raw["seed"]),
-        )
-
-
-@dataclass(frozen=True)
-class Entry:
-    entry_id: str
-    tenant: str
-    shared: bool
-    prompt: str
-    model_id: str
-    size_bytes: int
-    width: int
-    height: int
-    created_at: float
-    last_hit_at: float
-    hit_count: int
-    saved_steps: int
-    metadata: dict[str, str]
-    params: GenParams | None
-
-
-@dataclass(frozen=True)
-class Match:
-    entry: Entry
-    similarity: float
-
-
-@dataclass(frozen=True)
-class LookupQuery:
-    tenant: str
-    prompt: str = ""
-    embedding: Sequence[float] = ()
-    top_k: int = 1
-    params: GenParams | None = None
-    dry_run: bool = False
-
-
-@dataclass(frozen=True)
-class LookupResult:
-    matches: list[Match]
-    decision: Decision
-    exact_repeat: bool
-    entry_id: str
-    embed_seconds: float
-    search_seconds: float
-
-
-@dataclass(frozen=True)
-class NewEntry:
-    tenant: str
-    prompt: str
-    image: bytes
-    model_id: str
-    params: GenParams | None = None
-    metadata: Mapping[str, str] = field(default_factory=dict)
-    shared: bool = False
-
-
-@dataclass(frozen=True)
-class InsertResult:
-    entry_id: str
-    evicted_ids: list[str]
-
-
-@dataclass
-class TenantCounters:
-    lookups: int = 0
-    lookup_hits: int = 0
-    exact_repeats: int = 0
-    inserts: int = 0
-    evictions: int = 0
-
-
-@dataclass(frozen=True)
-class TenantStats:
-    tenant: str
-    entries: int
-    bytes: int
-    hit_count: int
-    saved_steps: int
-    counters: TenantCounters
-
-
-@dataclass(frozen=True)
-class StatsReport:
-    total: TenantStats
-    tenants: list[TenantStats]
-
-
-@dataclass(frozen=True)
-class ReconcileReport:
-    vectors_scanned: int = 0
-    objects_scanned: int = 0
-    stale_vectors_removed: int = 0
-    orphan_objects_removed: int = 0
-    expired_removed: int = 0
-
-
-_MAGIC = ((b"\x89PNG\r\n\x1a\n", "image/png"), (b"\xff\xd8\xff", "image/jpeg"))
-
-
-def content_type_of(data: bytes) -> str:
-    for magic, kind in _MAGIC:
-        if data.startswith(magic):
-            return kind
-    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
-        return "image/webp"
-    return "application/octet-stream"
-
-
-def image_size(data: bytes) -> tuple[int, int]:
-    import io
-
-    from PIL import Image
-
-    with Image.open(io.BytesIO(data)) as image:
-        return image.size
 
 
 # --- the engine ---------------------------------------------------------------------------
@@ -248,6 +100,7 @@ class CacheEngine:
         object_prefix: str = "entries/",
         reconcile_grace_seconds: float = 300.0,
         stats_flush_seconds: float = 2.0,
+        ttl_sweep_seconds: float | None = None,
         fault_pause_after_object_put_s: float = 0.0,
         io_threads: int = 16,
         clock: Callable[[], float] = time.time,
@@ -262,6 +115,8 @@ class CacheEngine:
         self.prefix = object_prefix
         self.reconcile_grace_seconds = reconcile_grace_seconds
         self._stats_flush_seconds = stats_flush_seconds
+        # Default: a quarter of the TTL, between 1 s and 60 s.
+        self._ttl_sweep_seconds = ttl_sweep_seconds
         self._fault_pause = fault_pause_after_object_put_s
         self._clock = clock
         # Imports from another bucket of the same object store (None: only the cache's own).
@@ -436,7 +291,7 @@ class CacheEngine:
         metadata = check_metadata(new.metadata)
         if new.params is not None and new.params.prompt.strip() and new.params.prompt.strip() != prompt:
             raise InvalidArgument("params.prompt", "must be empty or equal prompt")
-        largest = self.limits.largest_entry_bytes()
+        largest = self.limits.largest_entry_bytes(tenant)
         if largest is not None and len(new.image) > largest:
             raise InvalidArgument("image", f"is {len(new.image)} bytes, more than the cache holds ({largest})")
         limits = self.request_limits
@@ -714,7 +569,7 @@ class CacheEngine:
 
     async def _ttl_loop(self) -> None:
         assert self.limits.ttl_seconds is not None
-        period = min(max(self.limits.ttl_seconds / 4, 1.0), 60.0)
+        period = self._ttl_sweep_seconds or min(max(self.limits.ttl_seconds / 4, 1.0), 60.0)
         while True:
             await asyncio.sleep(period)
             try:

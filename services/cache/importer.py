@@ -12,14 +12,16 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import re
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING
 
-from modm.errors import FailedPrecondition, InvalidArgument, ModmError
-from modm.services.cache.stores import ObjectMissing, ObjectStore
+from modm.errors import FailedPrecondition, InvalidArgument, ModmError, Unavailable
+from modm.services.cache.model import NewEntry
+from modm.services.cache.stores import ObjectMissing, ObjectStore, StoreUnavailable
 
 if TYPE_CHECKING:
     from modm.services.cache.engine import CacheEngine
@@ -43,6 +45,16 @@ class ImportSource(ABC):
         """Every image of the source with its prompt (None when it has none); blocking."""
 
 
+BUCKET_RE = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+
+
+def _utf8(data: bytes, name: str) -> str:
+    try:
+        return data.decode()
+    except UnicodeDecodeError as exc:
+        raise InvalidArgument(name, "is not UTF-8 text") from exc
+
+
 def _parse_prompts(text: str) -> dict[str, str]:
     prompts = {}
     for number, line in enumerate(text.splitlines(), 1):
@@ -57,29 +69,43 @@ def _parse_prompts(text: str) -> dict[str, str]:
 
 
 class FolderSource(ImportSource):
-    def __init__(self, folder: Path) -> None:
+    def __init__(self, folder: Path, root: Path | None = None) -> None:
         self.folder = folder
+        self.root = (root or folder).resolve()
+
+    def _inside(self, path: Path) -> bool:
+        """Whether `path`, symlinks followed, stays under the import root: a link planted in the
+        folder must not read (and store as an image or a prompt) a file from elsewhere."""
+        return path.resolve().is_relative_to(self.root)
 
     @classmethod
     def under_root(cls, folder: str, root: Path | None) -> FolderSource:
         if root is None:
             raise FailedPrecondition("imports from folders are disabled: set MODM_CACHE_IMPORT_ROOT")
+        if "\x00" in folder:
+            raise InvalidArgument("folder", "must not contain NUL characters")
         base = root.resolve()
         target = (base / folder).resolve()
         if not target.is_relative_to(base):
             raise InvalidArgument("folder", "must be inside the import root")
         if not target.is_dir():
             raise InvalidArgument("folder", "is not a folder under the import root")
-        return cls(target)
+        return cls(target, base)
 
     def items(self) -> list[ImportItem]:
         listed = self.folder / PROMPTS_FILE
-        prompts = _parse_prompts(listed.read_text()) if listed.is_file() else {}
+        prompts = {}
+        if listed.is_file() and self._inside(listed):
+            prompts = _parse_prompts(_utf8(listed.read_bytes(), PROMPTS_FILE))
         found = []
         for path in sorted(p for p in self.folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES):
+            if not self._inside(path):
+                continue
             name = path.relative_to(self.folder).as_posix()
             sidecar = path.with_suffix(".txt")
-            prompt = prompts.get(name) or (sidecar.read_text().strip() if sidecar.is_file() else None)
+            prompt = prompts.get(name)
+            if not prompt and sidecar.is_file() and self._inside(sidecar):
+                prompt = sidecar.read_bytes().decode(errors="replace").strip()
             found.append(ImportItem(name, prompt, path.read_bytes))
         return found
 
@@ -91,8 +117,10 @@ class ObjectStoreSource(ImportSource):
 
     @classmethod
     def for_request(cls, engine: CacheEngine, bucket: str, prefix: str) -> ObjectStoreSource:
-        if not prefix or prefix.startswith("/") or ".." in PurePosixPath(prefix).parts:
+        if not prefix or prefix.startswith("/") or ".." in PurePosixPath(prefix).parts or "\x00" in prefix:
             raise InvalidArgument("bucket_prefix", "must be a relative key prefix such as 'precache/'")
+        if bucket and not BUCKET_RE.match(bucket):
+            raise InvalidArgument("bucket", "is not a valid bucket name")
         own_bucket = not bucket or bucket == getattr(engine.objects, "bucket", bucket)
         if own_bucket and (prefix.startswith(engine.prefix) or engine.prefix.startswith(prefix)):
             raise InvalidArgument("bucket_prefix", f"must not overlap the cache's own prefix {engine.prefix!r}")
@@ -109,7 +137,7 @@ class ObjectStoreSource(ImportSource):
         prefix = self.prefix if self.prefix.endswith("/") else self.prefix.rsplit("/", 1)[0] + "/"
         prompts: dict[str, str] = {}
         if f"{prefix}{PROMPTS_FILE}" in keys:
-            prompts = _parse_prompts(self.store.get(f"{prefix}{PROMPTS_FILE}").decode())
+            prompts = _parse_prompts(_utf8(self.store.get(f"{prefix}{PROMPTS_FILE}"), PROMPTS_FILE))
         key_set = set(keys)
         found = []
         for key in keys:
@@ -120,7 +148,7 @@ class ObjectStoreSource(ImportSource):
             sidecar = key[: -len(suffix)] + ".txt"
             prompt = prompts.get(name)
             if prompt is None and sidecar in key_set:
-                prompt = self.store.get(sidecar).decode().strip()
+                prompt = self.store.get(sidecar).decode(errors="replace").strip()
             found.append(ImportItem(name, prompt, lambda k=key: self.store.get(k)))
         return found
 
@@ -146,11 +174,13 @@ async def import_items(
     limit: int | None = None,
     concurrency: int = 4,
 ) -> ImportReport:
-    from modm.services.cache.engine import NewEntry
     from modm.services.cache.validation import check_tenant
 
     check_tenant(tenant)
-    items = await asyncio.to_thread(source.items)
+    try:
+        items = await asyncio.to_thread(source.items)
+    except StoreUnavailable as exc:
+        raise Unavailable(f"cannot list the import source: {exc}") from exc
     if limit is not None:
         items = items[:limit]
     report = ImportReport()

@@ -15,26 +15,80 @@ from __future__ import annotations
 
 import heapq
 import itertools
-from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
 
 from modm.services.cache.policies import EntryMeta, EvictionKey, EvictionPolicy
+from modm.services.cache.validation import TENANT_RE
+
+
+@dataclass(frozen=True)
+class TenantLimit:
+    """One tenant's capacity override; None keeps the default per-tenant limit for that measure."""
+
+    max_entries: int | None = None
+    max_bytes: int | None = None
 
 
 @dataclass(frozen=True)
 class Limits:
-    """None means unbounded. `ttl_seconds` expires entries by age since insert."""
+    """None means unbounded. `ttl_seconds` expires entries by age since insert.
+
+    `tenant_max_entries`/`tenant_max_bytes` apply to every tenant without an entry in
+    `tenant_overrides`; an override replaces them for its tenant (a measure it leaves None keeps
+    the default). The global limits apply on top of every tenant's.
+    """
 
     max_entries: int | None = None
     max_bytes: int | None = None
     tenant_max_entries: int | None = None
     tenant_max_bytes: int | None = None
     ttl_seconds: float | None = None
+    tenant_overrides: Mapping[str, TenantLimit] = field(default_factory=dict)
 
-    def largest_entry_bytes(self) -> int | None:
-        """The biggest single entry that can ever fit."""
-        bounds = [b for b in (self.max_bytes, self.tenant_max_bytes) if b is not None]
+    def for_tenant(self, tenant: str) -> tuple[int | None, int | None]:
+        """The (entries, bytes) capacity of `tenant`."""
+        override = self.tenant_overrides.get(tenant)
+        if override is None:
+            return self.tenant_max_entries, self.tenant_max_bytes
+        return (
+            self.tenant_max_entries if override.max_entries is None else override.max_entries,
+            self.tenant_max_bytes if override.max_bytes is None else override.max_bytes,
+        )
+
+    def largest_entry_bytes(self, tenant: str) -> int | None:
+        """The biggest single entry of `tenant` that can ever fit."""
+        bounds = [b for b in (self.max_bytes, self.for_tenant(tenant)[1]) if b is not None]
         return min(bounds) if bounds else None
+
+
+def parse_tenant_limits(text: str) -> dict[str, TenantLimit]:
+    """Parse `tenant=entries:bytes,...` (either number may be empty: keep the default).
+
+    Raises ValueError saying what is wrong; tenant ids must be valid ones.
+    """
+    overrides: dict[str, TenantLimit] = {}
+    for item in (part.strip() for part in text.split(",")):
+        if not item:
+            continue
+        tenant, sep, caps = item.partition("=")
+        entries, sep2, size = caps.partition(":")
+        if not sep or not sep2:
+            raise ValueError(f"{item!r} is not tenant=entries:bytes")
+        tenant = tenant.strip()
+        if not TENANT_RE.match(tenant):
+            raise ValueError(f"{item!r}: {tenant!r} is not a valid tenant id")
+        if tenant in overrides:
+            raise ValueError(f"tenant {tenant!r} is given twice")
+        numbers = []
+        for value in (entries.strip(), size.strip()):
+            if value and (not value.isdigit() or int(value) < 1):
+                raise ValueError(f"{item!r}: {value!r} is not a positive whole number")
+            numbers.append(int(value) if value else None)
+        if numbers == [None, None]:
+            raise ValueError(f"{item!r} sets neither entries nor bytes")
+        overrides[tenant] = TenantLimit(*numbers)
+    return overrides
 
 
 @dataclass
@@ -160,7 +214,8 @@ class Ledger:
         already gone from the ledger; the caller deletes their vectors and objects.
         """
         evicted: list[Eviction] = []
-        while self.usage(tenant).over(limits.tenant_max_entries, limits.tenant_max_bytes):
+        tenant_entries, tenant_bytes = limits.for_tenant(tenant)
+        while self.usage(tenant).over(tenant_entries, tenant_bytes):
             victim = self._lowest([tenant], protect)
             if victim is None:
                 break

@@ -345,6 +345,15 @@ class MilvusVectorStore:
 
     def _call(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
         try:
-            return fn(*args, **kwargs)
+            try:
+                return fn(*args, **kwargs)
+            except MilvusException as exc:
+                if "not loaded" not in str(exc):
+                    raise
+                # A restarted server loads its collections again in the background; ask for
+                # ours now (this waits until it is loaded) and retry once.
+                log.warning("collection not loaded (server restarted?); loading it", extra={"error": str(exc)})
+                self.client.load_collection(self.collection)
+                return fn(*args, **kwargs)
         except _ERRORS as exc:
             raise StoreUnavailable(f"{getattr(fn, '__name__', 'milvus call')} on {self.collection}: {exc}") from exc

@@ -122,6 +122,7 @@ async def open_backends(settings: CacheSettings, backends: Backends) -> tuple[Em
         object_prefix=settings.s3_prefix,
         reconcile_grace_seconds=settings.reconcile_grace_seconds,
         stats_flush_seconds=settings.stats_flush_seconds,
+        ttl_sweep_seconds=settings.ttl_sweep_seconds,
         fault_pause_after_object_put_s=settings.fault_pause_after_object_put_s,
         object_store_for_bucket=extra_store,
     )

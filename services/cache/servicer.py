@@ -6,15 +6,9 @@ from grpc import aio
 
 from modm.errors import InvalidArgument, Unavailable
 from modm.params import read_params
-from modm.services.cache.engine import (
-    CacheEngine,
-    Entry,
-    GenParams,
-    LookupQuery,
-    NewEntry,
-    TenantStats,
-)
+from modm.services.cache.engine import CacheEngine
 from modm.services.cache.importer import FolderSource, ObjectStoreSource, import_items
+from modm.services.cache.model import Entry, GenParams, LookupQuery, NewEntry, TenantStats
 from modm.services.cache.thresholds import TOTAL_STEPS
 from modm.v1 import cache_pb2, cache_pb2_grpc, common_pb2
 
@@ -151,6 +145,12 @@ class CacheServicer(cache_pb2_grpc.CacheServicer):
         engine = self._engine
         report = engine.stats(request.tenant)
         limits = engine.limits
+        # For one tenant: its own capacity (a per-tenant override, or the default).
+        tenant_entries, tenant_bytes = (
+            limits.for_tenant(request.tenant)
+            if request.tenant
+            else (limits.tenant_max_entries, limits.tenant_max_bytes)
+        )
         return cache_pb2.StatsResponse(
             total=_tenant_stats(report.total),
             tenants=[_tenant_stats(t) for t in report.tenants],
@@ -159,8 +159,8 @@ class CacheServicer(cache_pb2_grpc.CacheServicer):
             eviction_policy=self.policy_name,
             max_entries=limits.max_entries or 0,
             max_bytes=limits.max_bytes or 0,
-            tenant_max_entries=limits.tenant_max_entries or 0,
-            tenant_max_bytes=limits.tenant_max_bytes or 0,
+            tenant_max_entries=tenant_entries or 0,
+            tenant_max_bytes=tenant_bytes or 0,
             ttl_seconds=limits.ttl_seconds or 0.0,
         )
 

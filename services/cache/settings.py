@@ -9,7 +9,7 @@ from pydantic import AliasChoices, Field, SecretStr, field_validator, model_vali
 from pydantic_settings import SettingsConfigDict
 
 from modm.paths import data_home
-from modm.services.cache.ledger import Limits
+from modm.services.cache.ledger import Limits, parse_tenant_limits
 from modm.services.cache.policies import POLICIES
 from modm.services.cache.thresholds import ThresholdTable, parse_table
 from modm.services.cache.validation import RequestLimits
@@ -75,8 +75,15 @@ class CacheSettings(ServiceSettings):
     max_bytes: int | None = Field(None, ge=1)
     tenant_max_entries: int | None = Field(None, ge=1)
     tenant_max_bytes: int | None = Field(None, ge=1)
+    tenant_limits: str | None = Field(
+        None,
+        description="Per-tenant overrides 'tenant=entries:bytes,...'; an empty number keeps tenant_max_*.",
+    )
     ttl_seconds: float | None = Field(None, gt=0)
     stats_flush_seconds: float = Field(2.0, gt=0, description="How often hit counts are persisted.")
+    ttl_sweep_seconds: float | None = Field(
+        None, gt=0, description="How often expired entries are deleted; default ttl/4 within 1-60 s."
+    )
 
     # --- requests ---
     max_prompt_chars: int = Field(2000, ge=1, le=16_000)
@@ -108,6 +115,13 @@ class CacheSettings(ServiceSettings):
             parse_table(value)
         return value
 
+    @field_validator("tenant_limits")
+    @classmethod
+    def _valid_tenant_limits(cls, value: str | None) -> str | None:
+        if value is not None:
+            parse_tenant_limits(value)
+        return value
+
     @model_validator(mode="after")
     def _credentials_together(self) -> CacheSettings:
         if self.s3_endpoint and (self.s3_access_key is None or self.s3_secret_key is None):
@@ -130,6 +144,7 @@ class CacheSettings(ServiceSettings):
             tenant_max_entries=self.tenant_max_entries,
             tenant_max_bytes=self.tenant_max_bytes,
             ttl_seconds=self.ttl_seconds,
+            tenant_overrides=parse_tenant_limits(self.tenant_limits) if self.tenant_limits else {},
         )
 
     def request_limits(self) -> RequestLimits:

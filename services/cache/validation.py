@@ -76,10 +76,12 @@ def check_embedding(values: Sequence[float], dim: int, field: str = "embedding")
         raise InvalidArgument(field, f"has {len(values)} dimensions, the embedder produces {dim}")
     if not all(math.isfinite(v) for v in values):
         raise InvalidArgument(field, "contains NaN or infinity")
-    norm = math.sqrt(sum(v * v for v in values))
-    if norm == 0.0:
+    largest = max((abs(v) for v in values), default=0.0)
+    if largest == 0.0:
         raise InvalidArgument(field, "is the zero vector")
-    return [v / norm for v in values]
+    scaled = [v / largest for v in values]  # squares of huge or subnormal values would overflow or vanish
+    norm = math.hypot(*scaled)
+    return [v / norm for v in scaled]
 
 
 def check_model_id(model_id: str, field: str = "model_id") -> str:

@@ -170,15 +170,29 @@ def test_stopping_the_cache_stops_its_embedded_s3(tmp_path: Path) -> None:
     assert not weeds[0].is_running()
 
 
-def test_killed_cache_takes_its_embedded_s3_along(tmp_path: Path) -> None:
+def test_killed_cache_takes_its_embedded_s3_along_and_loses_nothing(tmp_path: Path) -> None:
+    """kill -9 of the embedded default (Milvus Lite in the process, SeaweedFS its child): every
+    acknowledged entry is back after the restart on the same data folder."""
     proc = started_cache(tmp_path / "data", tmp_path)
+    cache = CacheClient(proc.address)
+    prompts = [("k1", "a koi pond in autumn"), ("k1", "a stack of pancakes"), ("k2", "a comet over the sea")]
+    ids = {(t, p): cache.insert(t, p, png((len(p), 9, 9))).entry_id for t, p in prompts}
+    cache.close()
     weed = next(p for p in psutil.Process(proc.proc.pid).children() if p.name() == "weed")
     proc.stop(signal.SIGKILL)
     psutil.wait_procs([weed], timeout=20)
     assert not weed.is_running()
     # ... and the next start reuses the same data, credentials and all.
     again = started_cache(tmp_path / "data", tmp_path)
-    again.stop()
+    cache = CacheClient(again.address)
+    try:
+        assert cache.stats().total.entries == len(prompts)
+        for (tenant, prompt), entry_id in ids.items():
+            assert cache.lookup(tenant, prompt).decision.entry_id == entry_id
+            assert cache.fetch(tenant, entry_id).image == png((len(prompt), 9, 9))
+    finally:
+        cache.close()
+        again.stop()
 
 
 # --- restarts and crashes (test-owned S3 so the test can look inside) -----------------------
@@ -292,20 +306,23 @@ def test_vanished_object_is_a_miss_and_its_vector_is_removed(s3: S3, tmp_path: P
 
 
 def test_s3_restart_loses_nothing_and_outage_is_unavailable(tmp_path: Path) -> None:
+    """kill -9 of SeaweedFS: every acknowledged entry's bytes are back after its restart."""
     with seaweed(tmp_path / "own-s3") as own:
         settings = own.settings(new_bucket())
         proc = started_cache(tmp_path / "data", tmp_path, **settings)
         cache = CacheClient(proc.address)
+        prompts = ["a paper boat on a puddle", "a cat asleep on a piano", "a windmill at sunset"]
         try:
-            entry_id = cache.insert("s", "a paper boat on a puddle", png((1, 2, 3))).entry_id
-            own.server.stop()
-            assert code_of(cache.fetch, "s", entry_id)[0] == grpc.StatusCode.UNAVAILABLE
+            ids = {p: cache.insert("s", p, png((len(p), 2, 3))).entry_id for p in prompts}
+            own.server.kill()
+            assert code_of(cache.fetch, "s", ids[prompts[0]])[0] == grpc.StatusCode.UNAVAILABLE
             assert code_of(cache.insert, "s", "during the outage")[0] == grpc.StatusCode.UNAVAILABLE
             own.server.start()  # same folder, same port
             own.server.wait_ready()
-            assert cache.fetch("s", entry_id).image == png((1, 2, 3))
-            assert cache.lookup("s", "a paper boat on a puddle").decision.entry_id == entry_id
-            assert cache.stats("s").tenants[0].entries == 1
+            for prompt, entry_id in ids.items():
+                assert cache.fetch("s", entry_id).image == png((len(prompt), 2, 3))
+                assert cache.lookup("s", prompt).decision.entry_id == entry_id
+            assert cache.stats("s").tenants[0].entries == len(prompts)
         finally:
             cache.close()
             proc.stop()
@@ -329,6 +346,60 @@ def test_capacity_eviction_removes_vectors_and_objects(s3: S3, tmp_path: Path) -
         stats = cache.stats("e")
         assert stats.tenants[0].entries == 2 and stats.tenants[0].evictions == 1
         assert stats.eviction_policy == "fifo" and stats.tenant_max_entries == 2
+    finally:
+        cache.close()
+        proc.stop()
+
+
+def test_tenant_capacity_override_evicts_inside_that_tenant(s3: S3, tmp_path: Path) -> None:
+    bucket = new_bucket()
+    store = s3.store(bucket)
+    proc = started_cache(
+        tmp_path / "data",
+        tmp_path,
+        tenant_max_entries=3,
+        tenant_limits="small=2:",
+        eviction_policy="lru",
+        **s3.settings(bucket),
+    )
+    cache = CacheClient(proc.address)
+    try:
+        small = [cache.insert("small", p).entry_id for p in ("a red kite", "a green tractor")]
+        big = [cache.insert("big", p).entry_id for p in ("a blue tent", "a pink flamingo", "a gold coin")]
+        assert cache.lookup("small", "a red kite").decision.entry_id == small[0]  # now the recent one
+        third = cache.insert("small", "a grey heron")
+        assert list(third.evicted_ids) == [small[1]]
+        assert sorted(o.key for o in store.list("entries/small/")) == sorted(
+            f"entries/small/{i}" for i in (small[0], third.entry_id)
+        )
+        assert sorted(o.key for o in store.list("entries/big/")) == sorted(f"entries/big/{i}" for i in big)
+        fourth = cache.insert("big", "a silver spoon")
+        assert list(fourth.evicted_ids) == [big[0]]  # big keeps the default cap of 3
+        stats = cache.stats("small")
+        assert stats.tenant_max_entries == 2 and stats.tenants[0].entries == 2 and stats.tenants[0].evictions == 1
+        assert cache.stats("big").tenant_max_entries == 3
+    finally:
+        cache.close()
+        proc.stop()
+
+
+def test_ttl_sweep_removes_expired_entries_from_both_stores(s3: S3, tmp_path: Path) -> None:
+    bucket = new_bucket()
+    store = s3.store(bucket)
+    proc = started_cache(tmp_path / "data", tmp_path, ttl_seconds=10, ttl_sweep_seconds=0.5, **s3.settings(bucket))
+    cache = CacheClient(proc.address)
+    try:
+        entry_id = cache.insert("ttl", "a melting ice cream cone").entry_id
+        assert [o.key for o in store.list("entries/ttl/")] == [f"entries/ttl/{entry_id}"]
+        deadline = time.monotonic() + 60
+        while cache.stats("ttl").tenants[0].entries:  # the sweep runs every 0.5 s
+            assert time.monotonic() < deadline, "the TTL sweep never removed the entry"
+            time.sleep(0.5)
+        assert list(store.list("entries/ttl/")) == []
+        assert not cache.lookup("ttl", "a melting ice cream cone").matches
+        assert code_of(cache.fetch, "ttl", entry_id)[0] == grpc.StatusCode.NOT_FOUND
+        assert cache.stats("ttl").tenants[0].evictions == 1
+        assert cache.reconcile(grace_seconds=0).vectors_scanned == 0  # gone from Milvus too
     finally:
         cache.close()
         proc.stop()

@@ -14,9 +14,10 @@ from PIL import Image
 
 from modm.errors import InvalidArgument, NotFound, Unavailable
 from modm.services.cache.embedders import BatchingEmbedder, Embedder
-from modm.services.cache.engine import CacheEngine, GenParams, LookupQuery, NewEntry
-from modm.services.cache.ledger import Limits
+from modm.services.cache.engine import CacheEngine
+from modm.services.cache.ledger import Limits, TenantLimit
 from modm.services.cache.memory import MemoryObjectStore, MemoryVectorStore
+from modm.services.cache.model import GenParams, LookupQuery, NewEntry
 from modm.services.cache.policies import policy_named
 from modm.services.cache.stores import ObjectInfo, VectorRecord
 from modm.services.cache.thresholds import table
@@ -372,6 +373,96 @@ async def test_ttl_hides_and_expires_old_entries() -> None:
         await h.engine.fetch("a", old)
     assert await h.engine.expire() == 1
     assert not h.vectors.rows and not h.objects.objects
+
+
+async def test_tenant_override_caps_that_tenant_only_with_the_policy() -> None:
+    limits = Limits(tenant_max_entries=3, tenant_overrides={"small": TenantLimit(max_entries=2)})
+    h = await make_harness(limits=limits, policy="lru")
+    first = await h.insert("alpha one", tenant="small")
+    second = await h.insert("beta two", tenant="small")
+    others = [await h.insert(f"word{i} other", tenant="big") for i in range(3)]
+    h.clock.now += 5
+    assert (await h.lookup("alpha one", tenant="small")).entry_id == first  # first is now the recent one
+    third = await h.engine.insert(NewEntry("small", "gamma three", png(), "m"))
+    assert third.evicted_ids == [second]
+    assert second not in h.vectors.rows and f"entries/small/{second}" not in h.objects.objects
+    assert set(others) <= set(h.vectors.rows)  # the default cap of 3 is not exceeded by "big"
+    fourth = await h.engine.insert(NewEntry("big", "delta four", png(), "m"))
+    assert fourth.evicted_ids == [others[0]]
+
+
+async def test_image_larger_than_a_tenants_byte_override_is_refused_for_that_tenant_only() -> None:
+    h = await make_harness(limits=Limits(tenant_overrides={"tiny": TenantLimit(max_bytes=10)}))
+    with pytest.raises(InvalidArgument) as info:
+        await h.insert("too big", tenant="tiny")
+    assert info.value.field == "image"
+    assert await h.insert("fits elsewhere", tenant="other")
+
+
+# --- background loops -----------------------------------------------------------------------
+
+
+async def test_ttl_sweep_loop_deletes_expired_entries_from_both_stores() -> None:
+    h = Harness(limits=Limits(ttl_seconds=100), ttl_sweep_seconds=0.01)
+    await h.engine.start()
+    try:
+        old = await h.insert("a red fox")
+        h.clock.now += 60
+        young = await h.insert("a blue whale")
+        h.clock.now += 41  # old is 101 s old, young 41 s
+        await until(lambda: old not in h.vectors.rows)
+        assert set(h.vectors.rows) == {young}
+        assert set(h.objects.objects) == {f"entries/a/{young}"}
+        assert not (await h.lookup("a red fox")).decision.hit
+        assert (await h.lookup("a blue whale")).entry_id == young
+        assert h.engine.stats("a").tenants[0].counters.evictions == 1
+    finally:
+        await h.engine.close()
+
+
+async def test_ttl_sweep_loop_retries_after_a_failed_delete() -> None:
+    h = Harness(limits=Limits(ttl_seconds=100), ttl_sweep_seconds=0.01)
+    await h.engine.start()
+    try:
+        old = await h.insert("a red fox")
+        h.vectors.fail_next("delete", times=3)
+        h.clock.now += 101
+        await until(lambda: old not in h.vectors.rows)
+        assert not h.objects.objects and len(h.engine.ledger) == 0
+    finally:
+        await h.engine.close()
+
+
+async def test_stats_flush_loop_persists_hits_without_a_clean_shutdown() -> None:
+    h = Harness(stats_flush_seconds=0.01)
+    await h.engine.start()
+    entry_id = await h.insert("a red fox")
+    h.vectors.fail_next("update_stats")  # the loop survives a failed flush and retries
+    for _ in range(2):
+        assert (await h.lookup("a red fox")).decision.hit
+    await until(lambda: h.vectors.rows[entry_id].hit_count == 2)
+    assert h.vectors.rows[entry_id].saved_steps == 60
+    # A crash: no close(), so no final flush; a new engine reads what the loop wrote.
+    for task in h.engine._tasks:
+        task.cancel()
+    h.engine = h.make()
+    await h.engine.start(background=False)
+    meta = h.engine.ledger.get(entry_id)
+    assert meta is not None and (meta.hit_count, meta.saved_steps) == (2, 60)
+    assert h.engine.stats().total.hit_count == 2
+    await h.engine.close()
+
+
+async def test_close_flushes_hits_made_since_the_last_flush() -> None:
+    h = Harness(stats_flush_seconds=3600)
+    await h.engine.start()
+    entry_id = await h.insert("a red fox")
+    assert (await h.lookup("a red fox")).decision.hit
+    assert h.vectors.rows[entry_id].hit_count == 0  # the loop has not run
+    engine = await h.restart()
+    meta = engine.ledger.get(entry_id)
+    assert meta is not None and meta.hit_count == 1
+    await engine.close()
 
 
 # --- exact repeats --------------------------------------------------------------------------

@@ -4,7 +4,7 @@ import random
 
 import pytest
 
-from modm.services.cache.ledger import Ledger, Limits
+from modm.services.cache.ledger import Ledger, Limits, TenantLimit, parse_tenant_limits
 from modm.services.cache.policies import EntryMeta, FifoPolicy, LcbfuPolicy, LruPolicy, policy_named
 
 
@@ -79,6 +79,112 @@ def test_tenant_capacity_evicts_only_that_tenant() -> None:
     assert [(v.meta.entry_id, v.reason) for v in victims] == [("a1", "tenant_capacity")]
     assert ledger.usage("a").entries == 2
     assert ledger.usage("b").entries == 2
+
+
+# --- per-tenant capacity overrides -----------------------------------------------------------
+
+
+def _three_tenants(policy: str) -> Ledger:
+    """gold, free and std each hold four entries g1..g4 / f1..f4 / s1..s4, inserted interleaved."""
+    ledger = Ledger(policy_named(policy))
+    for i in range(1, 5):
+        for j, tenant in enumerate(("gold", "free", "std")):
+            ledger.add(meta(f"{tenant[0]}{i}", 3 * i + j, tenant, size=10 * i))
+    return ledger
+
+
+OVERRIDES = Limits(
+    tenant_max_entries=3,
+    tenant_overrides={"gold": TenantLimit(max_entries=10), "free": TenantLimit(max_entries=1, max_bytes=None)},
+)
+
+
+def test_limits_for_tenant_fall_back_to_the_default_per_measure() -> None:
+    limits = Limits(
+        tenant_max_entries=5,
+        tenant_max_bytes=500,
+        max_bytes=300,
+        tenant_overrides={"a": TenantLimit(max_entries=2), "b": TenantLimit(max_bytes=100)},
+    )
+    assert limits.for_tenant("a") == (2, 500)
+    assert limits.for_tenant("b") == (5, 100)
+    assert limits.for_tenant("other") == (5, 500)
+    assert limits.largest_entry_bytes("b") == 100
+    assert limits.largest_entry_bytes("a") == 300  # the global cap is smaller than a's
+
+
+def test_override_evicts_fifo_only_inside_its_tenant() -> None:
+    ledger = _three_tenants("fifo")
+    victims = ledger.plan_evictions(OVERRIDES, "free")
+    assert [(v.meta.entry_id, v.reason) for v in victims] == [
+        ("f1", "tenant_capacity"),
+        ("f2", "tenant_capacity"),
+        ("f3", "tenant_capacity"),
+    ]
+    assert ledger.plan_evictions(OVERRIDES, "gold") == []  # 4 <= 10: above the default of 3
+    assert [v.meta.entry_id for v in ledger.plan_evictions(OVERRIDES, "std")] == ["s1"]  # the default
+    assert (ledger.usage("gold").entries, ledger.usage("free").entries, ledger.usage("std").entries) == (4, 1, 3)
+
+
+def test_override_evicts_lru_only_inside_its_tenant() -> None:
+    ledger = _three_tenants("lru")
+    ledger.record_hit("f1", 5, now=100)
+    ledger.record_hit("f3", 5, now=90)
+    ledger.record_hit("g1", 5, now=80)  # another tenant's hit changes nothing for free
+    victims = ledger.plan_evictions(OVERRIDES, "free")
+    assert [v.meta.entry_id for v in victims] == ["f2", "f4", "f3"]
+    assert [m.entry_id for m in ledger.entries() if m.tenant == "free"] == ["f1"]
+
+
+def test_override_evicts_lcbfu_only_inside_its_tenant() -> None:
+    ledger = _three_tenants("lcbfu")
+    ledger.record_hit("f1", 30, now=100)  # 30
+    ledger.record_hit("f2", 5, now=100)  # 5 + 5 = 10
+    ledger.record_hit("f2", 5, now=101)
+    ledger.record_hit("f4", 25, now=100)  # 25; f3 never retrieved (0)
+    victims = ledger.plan_evictions(OVERRIDES, "free")
+    assert [v.meta.entry_id for v in victims] == ["f3", "f2", "f4"]
+    assert ledger.usage("gold").entries == 4 and ledger.usage("std").entries == 4
+
+
+def test_byte_override_and_global_cap_together() -> None:
+    ledger = _three_tenants("fifo")  # sizes 10, 20, 30, 40 per tenant: 100 each
+    limits = Limits(max_bytes=250, tenant_overrides={"gold": TenantLimit(max_bytes=75)})
+    victims = ledger.plan_evictions(limits, "gold")
+    # gold down to 70 bytes (g1, g2 out), then the oldest of any tenant until 250 in all.
+    assert [(v.meta.entry_id, v.reason) for v in victims] == [
+        ("g1", "tenant_capacity"),
+        ("g2", "tenant_capacity"),
+        ("f1", "global_capacity"),
+        ("s1", "global_capacity"),
+    ]
+    assert ledger.total.bytes == 250
+
+
+def test_parse_tenant_limits() -> None:
+    assert parse_tenant_limits("gold=1000:5000000, free=10:,img.bot-1=:2048") == {
+        "gold": TenantLimit(1000, 5_000_000),
+        "free": TenantLimit(10, None),
+        "img.bot-1": TenantLimit(None, 2048),
+    }
+    assert parse_tenant_limits("") == {}
+
+
+@pytest.mark.parametrize(
+    ("text", "complaint"),
+    [
+        ("gold=10", "tenant=entries:bytes"),
+        ("gold:10:20", "tenant=entries:bytes"),
+        ("-bad=1:2", "not a valid tenant id"),
+        ("gold=0:", "positive whole number"),
+        ("gold=ten:", "positive whole number"),
+        ("gold=:", "neither"),
+        ("gold=1:,gold=2:", "twice"),
+    ],
+)
+def test_parse_tenant_limits_refuses_bad_input(text: str, complaint: str) -> None:
+    with pytest.raises(ValueError, match=complaint):
+        parse_tenant_limits(text)
 
 
 def test_global_capacity_takes_the_policy_minimum_across_tenants() -> None:

@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from modm.services.cache.ledger import Limits
+from modm.services.cache.ledger import Limits, TenantLimit
 from modm.services.cache.settings import CacheSettings
 from modm.services.cache.thresholds import table
 
@@ -32,6 +32,13 @@ def test_env_prefix_and_the_shared_milvus_variable(monkeypatch: pytest.MonkeyPat
     assert CacheSettings.load(milvus_uri="/x/y.db").milvus_uri == "/x/y.db"  # CLI flags win
 
 
+def test_tenant_limits_come_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MODM_CACHE_TENANT_LIMITS", "gold=100:,free=2:4096")
+    limits = CacheSettings.load(tenant_max_entries=10).limits()
+    assert limits.tenant_overrides == {"gold": TenantLimit(100, None), "free": TenantLimit(2, 4096)}
+    assert limits.for_tenant("free") == (2, 4096) and limits.for_tenant("other") == (10, None)
+
+
 def test_thresholds_override_is_parsed() -> None:
     assert CacheSettings.load(thresholds="[[0.9, 25], [0.8, 5]]").threshold_table() == table((0.9, 25), (0.8, 5))
 
@@ -46,6 +53,7 @@ def test_thresholds_override_is_parsed() -> None:
         {"max_entries": 0},
         {"embedder": "word2vec"},
         {"collection_prefix": "has-dash"},
+        {"tenant_limits": "gold=0:"},
     ],
 )
 def test_bad_settings_are_refused(overrides: dict[str, object]) -> None:
