@@ -63,6 +63,20 @@ class ClientTls:
         return [("grpc.ssl_target_name_override", self.server_name)] if self.server_name else []
 
 
+def client_tls(
+    prefix: str, ca_file: Path | None, cert_file: Path | None, key_file: Path | None, server_name: str | None
+) -> ClientTls | None:
+    """Settings `<prefix>_ca_file` etc. as a ClientTls: None (plaintext) without a CA; a client
+    certificate needs its key and a CA."""
+    if (cert_file is None) != (key_file is None):
+        raise ValueError(f"{prefix}_cert_file and {prefix}_key_file go together")
+    if ca_file is None:
+        if cert_file is not None:
+            raise ValueError(f"{prefix}_cert_file needs {prefix}_ca_file")
+        return None
+    return ClientTls(ca_file, cert_file, key_file, server_name)
+
+
 def open_channel(transport: Any, target: str, options: Sequence[tuple[str, Any]], tls: ClientTls | None) -> Any:
     """A channel from `grpc` (blocking) or `grpc.aio` (both spell the factories alike), TLS when
     `tls` is given."""

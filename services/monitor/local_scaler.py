@@ -196,7 +196,11 @@ class LocalMonitor:
         s = self.settings = settings
         self.scaler = scaler
         self.reader = StatsClient(
-            s.routers, timeout_s=s.stats_timeout_s, token_file=s.router_token_file, source=s.identity
+            s.routers,
+            timeout_s=s.stats_timeout_s,
+            token_file=s.router_token_file,
+            tls=s.router_tls(),
+            source=s.identity,
         )
         self.loop = MonitorLoop(s, self.reader, scaler, policy_named(s.policy), control=self.reader)
         self._stop: asyncio.Event | None = None

@@ -35,6 +35,7 @@ async def serve(settings: MonitorSettings, host: ServiceHost | None = None) -> M
         settings.routers,
         timeout_s=settings.stats_timeout_s,
         token_file=settings.router_token_file,
+        tls=settings.router_tls(),
         source=settings.identity,
     )
     loop = MonitorLoop(settings, reader, scaler, policy_named(settings.policy), elector, control=reader)

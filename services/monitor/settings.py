@@ -11,6 +11,7 @@ from pydantic_settings import NoDecode, SettingsConfigDict
 
 from modm.services.monitor.policy import POLICIES
 from modm.settings import ServiceSettings
+from modm.tls import ClientTls, client_tls
 
 
 class MonitorSettings(ServiceSettings):
@@ -57,6 +58,12 @@ class MonitorSettings(ServiceSettings):
     router_token_file: Path | None = Field(
         None, description="Bearer token (first line) for routers that require one (their tokens_file)."
     )
+    router_tls_ca_file: Path | None = Field(None, description="PEM CA of the routers' certificates: dial over TLS.")
+    router_tls_cert_file: Path | None = Field(None, description="Client certificate for routers that require mTLS.")
+    router_tls_key_file: Path | None = None
+    router_tls_server_name: str | None = Field(
+        None, description="Name on the routers' certificate (router pods are dialled by IP)."
+    )
     degrade_ttl_s: float | None = Field(
         None,
         gt=0,
@@ -102,4 +109,15 @@ class MonitorSettings(ServiceSettings):
     def _lease_timing(self) -> MonitorSettings:
         if not self.retry_period_seconds < self.renew_deadline_seconds < self.lease_duration_seconds:
             raise ValueError("need retry_period_seconds < renew_deadline_seconds < lease_duration_seconds")
+        self.router_tls()
         return self
+
+    def router_tls(self) -> ClientTls | None:
+        """How to dial the routers: None (plaintext) unless a CA is configured."""
+        return client_tls(
+            "router_tls",
+            self.router_tls_ca_file,
+            self.router_tls_cert_file,
+            self.router_tls_key_file,
+            self.router_tls_server_name,
+        )

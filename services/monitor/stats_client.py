@@ -30,6 +30,7 @@ from grpc import aio
 from modm.services.monitor.observations import TOTAL_STEPS, PoolProfile, PoolState, Window
 from modm.services.router.auth import parse_tokens
 from modm.services.router.discovery import format_address, resolve, split_target
+from modm.tls import ClientTls, open_channel
 from modm.v1 import router_pb2, router_pb2_grpc
 
 log = logging.getLogger(__name__)
@@ -135,6 +136,7 @@ class StatsClient:
         timeout_s: float,
         resolver: Callable[[str, int], Awaitable[list[str]]] = resolve,
         token_file: Path | None = None,
+        tls: ClientTls | None = None,
         source: str = "",
     ) -> None:
         if not targets:
@@ -142,6 +144,7 @@ class StatsClient:
         self.targets = list(targets)
         self.timeout_s = timeout_s
         self.token_file = token_file
+        self.tls = tls
         self.source = source
         self._resolver = resolver
         self._channels: dict[str, aio.Channel] = {}
@@ -173,7 +176,7 @@ class StatsClient:
     def _stub(self, address: str) -> router_pb2_grpc.RouterStub:
         channel = self._channels.get(address)
         if channel is None:
-            channel = self._channels[address] = aio.insecure_channel(address)
+            channel = self._channels[address] = open_channel(aio, address, [], self.tls)
         return router_pb2_grpc.RouterStub(channel)
 
     async def _one(self, address: str) -> router_pb2.RouterStats:

@@ -11,7 +11,7 @@ from pydantic_settings import NoDecode, SettingsConfigDict
 
 from modm.services.router.policy import RoutingRules
 from modm.settings import ServiceSettings
-from modm.tls import ClientTls
+from modm.tls import ClientTls, client_tls
 
 DEFAULT_PORT = 50051
 _TARGET = re.compile(r"^(dns:)?[A-Za-z0-9_.\-\[\]:]+:\d{1,5}$")
@@ -128,10 +128,7 @@ class RouterSettings(ServiceSettings):
     def _consistent(self) -> RouterSettings:
         if not self.large_workers and not self.small_workers and not self.workers:
             raise ValueError("give large_workers, small_workers and/or workers")
-        if (self.upstream_tls_cert_file is None) != (self.upstream_tls_key_file is None):
-            raise ValueError("upstream_tls_cert_file and upstream_tls_key_file go together")
-        if self.upstream_tls_cert_file is not None and self.upstream_tls_ca_file is None:
-            raise ValueError("upstream_tls_cert_file needs upstream_tls_ca_file")
+        self.upstream_tls()
         if self.min_side > self.max_side:
             raise ValueError("min_side is above max_side")
         if self.http_port and self.http_port == self.port:
@@ -140,9 +137,8 @@ class RouterSettings(ServiceSettings):
 
     def upstream_tls(self) -> ClientTls | None:
         """How to dial workers and cache: None (plaintext) unless a CA is configured."""
-        if self.upstream_tls_ca_file is None:
-            return None
-        return ClientTls(
+        return client_tls(
+            "upstream_tls",
             self.upstream_tls_ca_file,
             self.upstream_tls_cert_file,
             self.upstream_tls_key_file,

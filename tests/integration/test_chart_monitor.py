@@ -15,7 +15,7 @@ from modm.services.monitor.k8s_api import api_client
 from modm.services.monitor.k8s_scaler import REASON, TARGET, KubernetesScaler
 from modm.services.monitor.observations import Allocation, Decision
 from modm.services.monitor.settings import MonitorSettings
-from tests.integration.test_chart import CHART, run_helm
+from tests.integration.test_chart import CHART, run_helm, sets
 from tests.integration.test_kustomize import docs
 from tests.k8s_emulator import DEPLOYMENTS, Emulator
 
@@ -45,3 +45,23 @@ def test_monitor_scales_the_charts_worker_deployments(helm: Path, tmp_path: Path
             assert live["metadata"]["annotations"][TARGET] == str(replicas)
             assert live["metadata"]["annotations"][REASON].startswith("hits dominate")
     assert int(env["total_gpus"]) == 4
+
+
+def test_monitor_reaches_routers_that_require_tls_and_tokens(helm: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    secure = ["router.auth.enabled=true", "router.auth.existingSecret=tokens", "router.tls.enabled=true"]
+    secure.append("router.tls.existingSecret=tls")
+    done = run_helm(helm, "template", "rel", str(CHART), "-n", NAMESPACE, *sets(secure))
+    assert done.returncode == 0, done.stderr
+    objects = {o["metadata"]["name"]: o for o in docs(done.stdout)}
+    pod = objects["rel-modm-monitor"]["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
+    secrets = {v["name"]: v["secret"]["secretName"] for v in pod["volumes"] if "secret" in v}
+    for env in container["env"]:
+        if "value" in env:
+            monkeypatch.setenv(env["name"], env["value"])
+    settings = MonitorSettings()  # the env the chart gives the container is valid
+    assert settings.router_token_file is not None and settings.router_tls_ca_file is not None
+    for path, secret in ((settings.router_token_file, "tokens"), (settings.router_tls_ca_file, "tls")):
+        assert secrets[mounts[str(path.parent)]] == secret  # the router's own Secrets, mounted where the env says
+    assert settings.router_tls_server_name == "rel-modm-router"

@@ -32,6 +32,8 @@ import modm
 from modm.cli.main import app
 from modm.client import ModmClientError, UnauthenticatedError
 from modm.launch import ServiceProcess
+from modm.services.monitor.settings import MonitorSettings
+from modm.services.monitor.stats_client import StatsClient
 from modm.tls import ClientTls, open_channel
 from modm.v1 import cache_pb2, cache_pb2_grpc, worker_pb2, worker_pb2_grpc
 from tests.integration.test_router_stack import start_router
@@ -294,3 +296,28 @@ def test_rotated_tokens_take_effect_without_a_restart(secured: Secured) -> None:
     with secured.router_client("third-token") as third, secured.router_client("second-token") as second:
         assert third.stats() and second.stats()
     assert secured.router.proc.pid == pid and secured.router.proc.poll() is None
+
+
+async def test_the_monitor_reads_a_router_that_requires_mtls_and_a_token(secured: Secured) -> None:
+    def reader(**tls: object) -> StatsClient:
+        settings = MonitorSettings(
+            routers=[secured.router.address], router_token_file=secured.tokens, scaler="local", **tls
+        )
+        return StatsClient(
+            settings.routers, timeout_s=10, token_file=settings.router_token_file, tls=settings.router_tls()
+        )
+
+    trusted = reader(
+        router_tls_ca_file=secured.ca.ca_file,
+        router_tls_cert_file=secured.client.cert,
+        router_tls_key_file=secured.client.key,
+    )
+    plaintext = reader()
+    try:
+        reading = await trusted.read()
+        assert list(reading.stats) == [secured.router.address] and not reading.unreachable
+        refused = await plaintext.read()
+        assert not refused.stats and secured.router.address in refused.unreachable  # reported, not dropped
+    finally:
+        await trusted.close()
+        await plaintext.close()
