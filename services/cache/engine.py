@@ -420,8 +420,8 @@ class CacheEngine:
 
     async def reconcile(self, grace_seconds: float | None = None) -> ReconcileReport:
         grace = self.reconcile_grace_seconds if grace_seconds is None else grace_seconds
-        if grace < 0:
-            raise InvalidArgument("grace_seconds", "must not be negative")
+        if not grace >= 0:  # NaN too: it would compare false and silently remove nothing
+            raise InvalidArgument("grace_seconds", "must be a non-negative number")
         async with self._reconciling:
             now = self._clock()
             expired = self.ledger.plan_expiry(self.limits.ttl_seconds, now)

@@ -12,15 +12,15 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import re
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING
 
 from modm.errors import FailedPrecondition, InvalidArgument, ModmError, Unavailable
 from modm.services.cache.model import NewEntry
+from modm.services.cache.settings import BUCKET
 from modm.services.cache.stores import ObjectMissing, ObjectStore, StoreUnavailable
 
 if TYPE_CHECKING:
@@ -43,9 +43,6 @@ class ImportSource(ABC):
     @abstractmethod
     def items(self) -> list[ImportItem]:
         """Every image of the source with its prompt (None when it has none); blocking."""
-
-
-BUCKET_RE = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 
 
 def _utf8(data: bytes, name: str) -> str:
@@ -116,20 +113,24 @@ class ObjectStoreSource(ImportSource):
         self.prefix = prefix
 
     @classmethod
-    def for_request(cls, engine: CacheEngine, bucket: str, prefix: str) -> ObjectStoreSource:
+    def for_request(
+        cls, engine: CacheEngine, bucket: str, prefix: str, *, allowed_buckets: Collection[str] = ()
+    ) -> ObjectStoreSource:
+        """Only the cache's own bucket (off its own prefix) or one of `allowed_buckets`: the cache's
+        credentials may reach buckets that Import must not read."""
         if not prefix or prefix.startswith("/") or ".." in PurePosixPath(prefix).parts or "\x00" in prefix:
             raise InvalidArgument("bucket_prefix", "must be a relative key prefix such as 'precache/'")
-        if bucket and not BUCKET_RE.match(bucket):
+        if bucket and not BUCKET.match(bucket):
             raise InvalidArgument("bucket", "is not a valid bucket name")
         own_bucket = not bucket or bucket == getattr(engine.objects, "bucket", bucket)
         if own_bucket and (prefix.startswith(engine.prefix) or engine.prefix.startswith(prefix)):
             raise InvalidArgument("bucket_prefix", f"must not overlap the cache's own prefix {engine.prefix!r}")
         if own_bucket:
             store = engine.objects
-        elif engine.object_store_for_bucket is not None:
+        elif bucket in allowed_buckets and engine.object_store_for_bucket is not None:
             store = engine.object_store_for_bucket(bucket)
         else:
-            raise InvalidArgument("bucket", "this cache reads imports only from its own bucket")
+            raise InvalidArgument("bucket", f"{bucket!r} is not the cache's own bucket nor one of its import_buckets")
         return cls(store, prefix)
 
     def items(self) -> list[ImportItem]:

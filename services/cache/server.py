@@ -141,7 +141,7 @@ async def serve(settings: CacheSettings) -> None:
         embedder, engine = await open_backends(settings, backends)
         backends.embedder.start()  # type: ignore[union-attr]
         report = await engine.start(reconcile=settings.reconcile_on_start)
-        servicer.attach(engine, import_root=settings.import_root)
+        servicer.attach(engine, import_root=settings.import_root, import_buckets=settings.import_buckets)
         await host.set_serving(True)
         metrics.READY.set(1)
         log.info(

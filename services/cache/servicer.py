@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from grpc import aio
 
 from modm.errors import InvalidArgument, Unavailable
@@ -78,12 +80,14 @@ class CacheServicer(cache_pb2_grpc.CacheServicer):
         self.embedder_name = ""
         self.policy_name = ""
         self.import_root = None
+        self.import_buckets: frozenset[str] = frozenset()
 
-    def attach(self, engine: CacheEngine, *, import_root: object = None) -> None:
+    def attach(self, engine: CacheEngine, *, import_root: object = None, import_buckets: Iterable[str] = ()) -> None:
         self._ready = engine
         self.embedder_name = engine.embedder.embedder.name
         self.policy_name = engine.ledger.policy.name
         self.import_root = import_root
+        self.import_buckets = frozenset(import_buckets)
 
     @property
     def _engine(self) -> CacheEngine:
@@ -183,7 +187,9 @@ class CacheServicer(cache_pb2_grpc.CacheServicer):
         if which == "folder":
             source = FolderSource.under_root(request.folder, self.import_root)
         elif which == "bucket_prefix":
-            source = ObjectStoreSource.for_request(engine, request.bucket, request.bucket_prefix)
+            source = ObjectStoreSource.for_request(
+                engine, request.bucket, request.bucket_prefix, allowed_buckets=self.import_buckets
+            )
         else:
             raise InvalidArgument("source", "give a folder or a bucket_prefix")
         report = await import_items(

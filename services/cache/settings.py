@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
-from pydantic_settings import SettingsConfigDict
+from pydantic_settings import NoDecode, SettingsConfigDict
 
 from modm.paths import data_home
 from modm.services.cache.ledger import Limits, parse_tenant_limits
@@ -14,6 +15,8 @@ from modm.services.cache.policies import POLICIES
 from modm.services.cache.thresholds import ThresholdTable, parse_table
 from modm.services.cache.validation import RequestLimits
 from modm.settings import ServiceSettings
+
+BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 
 EmbedderKind = Literal["minilm", "open_clip"]
 IndexType = Literal["HNSW", "AUTOINDEX", "IVF_FLAT", "FLAT"]
@@ -60,7 +63,7 @@ class CacheSettings(ServiceSettings):
     s3_endpoint: str | None = Field(
         None, description="host:port of an S3 server; unset starts an embedded SeaweedFS on loopback."
     )
-    s3_bucket: str = Field("modm-cache", pattern=r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+    s3_bucket: str = Field("modm-cache", pattern=BUCKET.pattern)
     s3_prefix: str = Field("entries/", pattern=r"^([A-Za-z0-9_.-]+/)*$")
     s3_access_key: str | None = None
     s3_secret_key: SecretStr | None = None
@@ -91,6 +94,10 @@ class CacheSettings(ServiceSettings):
     max_image_mb: float = Field(20.0, gt=0)
     max_image_pixels: int = Field(4096 * 4096, ge=1)
     import_root: Path | None = Field(None, description="Import reads folders only under this one.")
+    import_buckets: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Other buckets Import may read (comma-separated); empty: only the cache's own bucket.",
+    )
 
     # --- consistency ---
     reconcile_on_start: bool = True
@@ -100,6 +107,19 @@ class CacheSettings(ServiceSettings):
     fault_pause_after_object_put_s: float = Field(
         0.0, ge=0, description="Fault injection for tests: sleep between the two writes of an insert."
     )
+
+    @field_validator("import_buckets", mode="before")
+    @classmethod
+    def _split_buckets(cls, value: object) -> object:
+        return [part.strip() for part in value.split(",") if part.strip()] if isinstance(value, str) else value
+
+    @field_validator("import_buckets")
+    @classmethod
+    def _bucket_names(cls, value: list[str]) -> list[str]:
+        for bucket in value:
+            if not BUCKET.match(bucket):
+                raise ValueError(f"{bucket!r} is not a valid bucket name")
+        return value
 
     @field_validator("eviction_policy")
     @classmethod

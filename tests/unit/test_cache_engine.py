@@ -201,6 +201,12 @@ async def test_crash_between_writes_leaves_an_orphan_that_reconcile_removes(h: H
     assert list(h.objects.objects) == [f"entries/a/{keep}"]
 
 
+@pytest.mark.parametrize("grace", [-1.0, float("nan")])
+async def test_reconcile_refuses_a_grace_that_is_not_a_non_negative_number(h: Harness, grace: float) -> None:
+    with pytest.raises(InvalidArgument, match="grace_seconds"):
+        await h.engine.reconcile(grace_seconds=grace)
+
+
 async def test_reconcile_never_touches_an_insert_in_flight() -> None:
     h = await make_harness(fault_pause_after_object_put_s=0.3)
     task = asyncio.create_task(h.insert("in flight"))

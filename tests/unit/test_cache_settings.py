@@ -39,6 +39,12 @@ def test_tenant_limits_come_from_the_environment(monkeypatch: pytest.MonkeyPatch
     assert limits.for_tenant("free") == (2, 4096) and limits.for_tenant("other") == (10, None)
 
 
+def test_import_buckets_are_a_checked_list(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MODM_CACHE_IMPORT_BUCKETS", "precache, archive-2026")
+    assert CacheSettings.load().import_buckets == ["precache", "archive-2026"]
+    assert CacheSettings.load(import_buckets="").import_buckets == []
+
+
 def test_thresholds_override_is_parsed() -> None:
     assert CacheSettings.load(thresholds="[[0.9, 25], [0.8, 5]]").threshold_table() == table((0.9, 25), (0.8, 5))
 
@@ -54,6 +60,7 @@ def test_thresholds_override_is_parsed() -> None:
         {"embedder": "word2vec"},
         {"collection_prefix": "has-dash"},
         {"tenant_limits": "gold=0:"},
+        {"import_buckets": "ok-bucket,Not_A_Bucket"},
     ],
 )
 def test_bad_settings_are_refused(overrides: dict[str, object]) -> None:

@@ -163,3 +163,17 @@ async def test_object_keys_are_built_from_checked_tenants_and_random_ids_only(te
     finally:
         await harness.engine.close()
         await harness.engine.embedder.close()
+
+
+def test_a_foreign_bucket_is_read_only_when_the_settings_allow_it() -> None:
+    engine = FakeEngine()
+    with pytest.raises(InvalidArgument, match="import_buckets") as refused:
+        ObjectStoreSource.for_request(engine, "someone-elses", "precache/")  # type: ignore[arg-type]
+    assert refused.value.field == "bucket" and engine.opened == []  # refused before any store is opened
+    source = ObjectStoreSource.for_request(
+        engine,  # type: ignore[arg-type]
+        "precache-bucket",
+        "precache/",
+        allowed_buckets={"precache-bucket"},
+    )
+    assert engine.opened == ["precache-bucket"] and source.prefix == "precache/"
