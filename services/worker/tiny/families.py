@@ -4,9 +4,15 @@ How to drive each family (size multiples, img2img classes, call arguments) is th
 knowledge (`modm.services.worker.families` and `.pipeline`), not repeated here.
 
 Every tiny family is sized for 128x128 pixels, so an image made by one family can be refined by
-another at the same size. SD3 and FLUX get far deeper transformers (36 joint blocks; 10 double and
-30 single blocks, against the real 38 and 19 + 38) so that a denoising step costs about five to six
-times what it costs the other families, as SD3.5-Large does against SDXL on real hardware.
+another at the same size. SD3 and FLUX get far deeper transformers than the other families so that
+a large image costs about five to six times a small one, as SD3.5-Large does against SDXL on real
+hardware (MoDM's pair). Tiny models on a CPU are bound by the number of operators, not FLOPs, so
+the depth was chosen by counting the aten operators one image runs at the default steps (SD3 28,
+SDXL 30): with 26 joint blocks SD3 runs 6.4x SDXL's operators per image and 7x per denoising step
+(c = 0.144). Timed on an idle CPU, the former 36-block SD3 cost 7.6x SDXL per image where its
+operator count said 8.9x; the same discount puts 26 blocks at about 5.4x. The workers' warm-up
+profiles measure c again in every run (see docs/bench/). FLUX keeps 10 double and 30 single blocks
+(against the real 19 + 38).
 """
 
 from __future__ import annotations
@@ -109,7 +115,7 @@ def _sd3() -> dict[str, Any]:
             patch_size=2,
             in_channels=16,
             out_channels=16,
-            num_layers=36,
+            num_layers=26,
             num_attention_heads=heads,
             attention_head_dim=head_dim,
             joint_attention_dim=T5_HIDDEN,
