@@ -1,0 +1,259 @@
+"""The report of one or more runs of the same trace: report.json, report.md and PNG plots.
+
+Numbers per run: throughput (completed requests over the time from the first send to the last
+reply), latency as the client saw it (mean, p50, p99), serving time (latency less the wait in
+the router's queue), the share of requests over the SLO (errors count as over), outcomes,
+hit rate and the k distribution. Across runs: the speedup of modm over large-only in mean
+latency, mean serving time and throughput, next to the bound (`modm.bench.bound`).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import statistics
+import time
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from modm.bench.bound import Bound, cost_ratio_of, hit_rate_of, kappa_of
+from modm.bench.records import MODES, RequestRecord, Run
+
+PLOTS = ("latency.png", "hit_rate.png", "k_distribution.png", "allocation.png", "throughput.png")
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    """Nearest-rank percentile (q in [0, 100]) of a non-empty sequence."""
+    ordered = sorted(values)
+    rank = max(1, math.ceil(q / 100.0 * len(ordered)))
+    return ordered[min(rank, len(ordered)) - 1]
+
+
+def _spread(values: Sequence[float]) -> dict[str, float]:
+    if not values:
+        return {}
+    return {
+        "mean": round(statistics.fmean(values), 4),
+        "p50": round(percentile(values, 50), 4),
+        "p90": round(percentile(values, 90), 4),
+        "p99": round(percentile(values, 99), 4),
+        "max": round(max(values), 4),
+    }
+
+
+def summarize(run: Run, slo_s: float) -> dict[str, Any]:
+    records = run.records
+    ok = [r for r in records if r.ok]
+    first = min((r.sent_s for r in records), default=0.0)
+    last = max((r.done_s for r in ok), default=first)
+    span = last - first
+    hits = [r for r in ok if r.outcome == "hit"]
+    ks = Counter(r.skipped_steps for r in hits)
+    summary: dict[str, Any] = {
+        "mode": run.info.mode,
+        "requests": len(records),
+        "completed": len(ok),
+        "errors": dict(Counter(r.error for r in records if not r.ok)),
+        "duration_s": round(span, 3),
+        "throughput_rps": round(len(ok) / span, 4) if span > 0 else None,
+        "latency_s": _spread([r.latency_s for r in ok]),
+        "service_s": _spread([r.service_s for r in ok]),
+        "slo_s": slo_s,
+        "slo_violation_share": round(sum(not r.ok or r.latency_s > slo_s for r in records) / len(records), 4)
+        if records
+        else None,
+        "outcomes": dict(Counter(r.outcome for r in ok)),
+        "pools": dict(Counter(r.pool for r in ok)),
+        "hit_rate": round(hit_rate_of(records), 4),
+        "kappa": round(kappa_of(records), 4),
+        "k_distribution": {str(k): round(n / len(hits), 4) for k, n in sorted(ks.items())} if hits else {},
+        "degraded": sum(r.degraded for r in ok),
+        "large_took_hit": sum(r.large_took_hit for r in ok),
+        "cost_ratio_c": _round(cost_ratio_of(run.samples)),
+        "cost_ratio_c_served": _round(cost_ratio_of(run.samples, "mean_seconds_per_step")),
+        "allocation": _allocation(run),
+        "degrade_override_samples": sum(sample.degrade_override for sample in run.samples),
+        "workers": _last_workers(run),
+    }
+    scored = [(r.outcome, r.clip_score) for r in ok if r.clip_score is not None]
+    if scored:
+        from modm.bench.quality import mean_by
+
+        summary["clip_score_by_outcome"] = mean_by(scored)  # type: ignore[arg-type]
+    return summary
+
+
+def _round(value: float | None, digits: int = 4) -> float | None:
+    return None if value is None else round(value, digits)
+
+
+def _allocation(run: Run) -> dict[str, dict[str, float]]:
+    """Workers per pool over the run's Stats samples: least, most and mean of the samples."""
+    out: dict[str, dict[str, float]] = {}
+    for pool in ("large", "small"):
+        counts = [s.pools[pool]["workers"] for s in run.samples if pool in s.pools]
+        if counts:
+            out[pool] = {"min": min(counts), "max": max(counts), "mean": round(statistics.fmean(counts), 3)}
+    return out
+
+
+def _last_workers(run: Run) -> list[dict[str, Any]]:
+    for sample in reversed(run.samples):
+        if sample.workers:
+            return sample.workers
+    return []
+
+
+def compare(runs: Mapping[str, Run], summaries: Mapping[str, dict[str, Any]]) -> dict[str, Any] | None:
+    """Speedups of modm over large-only, and the bound with c from the workers' profiles."""
+    if "modm" not in runs or "large-only" not in runs:
+        return None
+    m, base = summaries["modm"], summaries["large-only"]
+    out: dict[str, Any] = {}
+    for key, label in (("latency_s", "mean_latency"), ("service_s", "mean_service")):
+        if m[key] and base[key]:
+            out[f"speedup_{label}"] = round(base[key]["mean"] / m[key]["mean"], 4)
+    if m["throughput_rps"] and base["throughput_rps"]:
+        out["speedup_throughput"] = round(m["throughput_rps"] / base["throughput_rps"], 4)
+    # c is the workers' property: every run's Stats samples count (in modm an idle large worker
+    # may take every hit, leaving the small pool unmeasured; the baselines measure each pool).
+    samples = [sample for run in runs.values() for sample in run.samples]
+    profiled = cost_ratio_of(samples)
+    served = cost_ratio_of(samples, "mean_seconds_per_step")
+    c, source = (profiled, "profiled") if profiled is not None else (served, "served")
+    if c is not None:
+        bound = Bound.of(runs["modm"].records, c)
+        out["bound"] = {k: round(v, 4) for k, v in asdict(bound).items()} | {"cost_ratio_source": source}
+        for key in ("speedup_mean_service", "speedup_mean_latency", "speedup_throughput"):
+            if key in out:
+                out[f"{key}_over_bound"] = round(out[key] / bound.speedup, 4)
+    if served is not None and source == "profiled":
+        out["bound_with_served_c"] = {k: round(v, 4) for k, v in asdict(Bound.of(runs["modm"].records, served)).items()}
+    return out
+
+
+def build(
+    runs: Mapping[str, Run], *, slo_s: float, trace: str = "", quality: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
+    ordered = {mode: runs[mode] for mode in MODES if mode in runs}
+    summaries = {mode: summarize(run, slo_s) for mode, run in ordered.items()}
+    report: dict[str, Any] = {
+        "generated_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "trace": trace,
+        "timing": next(iter(ordered.values())).info.timing if ordered else {},
+        "runs": summaries,
+        "comparison": compare(ordered, summaries),
+    }
+    if quality:
+        report["quality"] = dict(quality)
+    models = {str(w.get("model_id")) for s in summaries.values() for w in s["workers"]}
+    if any(Path(m).name.startswith("tiny-") for m in models):
+        report["note"] = (
+            "tiny randomly initialised models: timings exercise the real serving paths, "
+            "images are noise and any quality number is meaningless"
+        )
+    return report
+
+
+def write(out: Path, runs: Mapping[str, Run], report: dict[str, Any]) -> list[Path]:
+    """report.json, report.md and the plots (when matplotlib is installed); returns the paths."""
+    out.mkdir(parents=True, exist_ok=True)
+    written = [out / "report.json", out / "report.md"]
+    written[0].write_text(json.dumps(report, indent=2) + "\n")
+    written[1].write_text(markdown(report))
+    from modm.bench.plots import draw
+
+    written += draw(out, runs, report)
+    return written
+
+
+def markdown(report: dict[str, Any]) -> str:
+    runs: dict[str, dict[str, Any]] = report["runs"]
+    lines = ["# modm bench report", ""]
+    if report.get("note"):
+        lines += [f"Note: {report['note']}.", ""]
+    if report.get("trace"):
+        lines.append(f"Trace `{report['trace']}`, timing {json.dumps(report.get('timing', {}))}.")
+        lines.append("")
+    lines += [
+        "| mode | requests | completed | errors | throughput (req/s) | mean latency (s) | p50 | p99 "
+        "| mean serving (s) | over SLO | hit rate | kappa | degraded |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for mode, s in runs.items():
+        lat, svc = s["latency_s"] or {}, s["service_s"] or {}
+        lines.append(
+            f"| {mode} | {s['requests']} | {s['completed']} | {sum(s['errors'].values())} | {s['throughput_rps']} "
+            f"| {lat.get('mean')} | {lat.get('p50')} | {lat.get('p99')} | {svc.get('mean')} "
+            f"| {_pct(s['slo_violation_share'])} (SLO {s['slo_s']} s) | {_pct(s['hit_rate'])} | {s['kappa']} "
+            f"| {s['degraded']} |"
+        )
+    lines.append("")
+    for mode, s in runs.items():
+        lines.append(f"- **{mode}**: outcomes {s['outcomes']}, pools {s['pools']}")
+        if s["k_distribution"]:
+            lines.append(f"  - k distribution (share of hits by steps skipped of 50): {s['k_distribution']}")
+        if s.get("clip_score_by_outcome"):
+            lines.append(f"  - CLIP score by outcome: {s['clip_score_by_outcome']}")
+        for worker in s["workers"]:
+            seconds = worker.get("profiled_seconds_per_step") or 0.0
+            lines.append(
+                f"  - worker {worker.get('address')} ({worker.get('pool')}, {Path(str(worker.get('model_id'))).name}): "
+                f"profiled {seconds:.4f} s/step + {worker.get('profiled_overhead_seconds') or 0.0:.3f} s per image"
+            )
+        if s["allocation"]:
+            lines.append(f"  - workers per pool over the run (router Stats): {s['allocation']}")
+        if s["degrade_override_samples"]:
+            lines.append(f"  - Stats samples with the monitor's degrade override on: {s['degrade_override_samples']}")
+        if s["errors"]:
+            lines.append(f"  - errors: {s['errors']}")
+    comparison = report.get("comparison")
+    if comparison:
+        lines += ["", "## modm against large-only", ""]
+        for key in ("speedup_throughput", "speedup_mean_latency", "speedup_mean_service"):
+            if key in comparison:
+                ratio = comparison.get(f"{key}_over_bound")
+                tail = f" ({ratio} of the bound)" if ratio is not None else ""
+                lines.append(f"- {key.replace('_', ' ')}: **{comparison[key]}x**{tail}")
+        bound = comparison.get("bound")
+        if bound:
+            lines.append(
+                f"- bound 1/((1-h) + h kappa c) = **{bound['speedup']}x** with h = {bound['hit_rate']}, "
+                f"kappa = {bound['kappa']} (exact repeats run 0 steps), c = {bound['cost_ratio']} "
+                f"(small / large seconds per step, {_C_SOURCES[bound['cost_ratio_source']]})"
+            )
+        served = comparison.get("bound_with_served_c")
+        if served:
+            lines.append(
+                f"- the same bound with c = {served['cost_ratio']} as the router measured it while serving "
+                f"(seconds per step run, batching included): **{served['speedup']}x**"
+            )
+    quality = report.get("quality")
+    if quality:
+        lines += ["", "## Quality", ""]
+        lines += [f"- {key}: {json.dumps(value)}" for key, value in quality.items()]
+    lines += ["", *[f"![{name}]({name})" for name in PLOTS], ""]
+    return "\n".join(lines)
+
+
+_C_SOURCES = {
+    "profiled": "the workers' warm-up profiles",
+    "served": "as the router measured them serving the run: the warm-up profiles were unusable",
+}
+
+
+def _pct(value: float | None) -> str:
+    return "n/a" if value is None else f"{100 * value:.1f}%"
+
+
+def rolling_hit_rate(records: Sequence[RequestRecord], window: int = 30) -> list[tuple[float, float]]:
+    """(reply time, share of reuses among the last `window` served requests) in reply order."""
+    served = sorted((r for r in records if r.ok), key=lambda r: r.done_s)
+    out = []
+    for i, record in enumerate(served):
+        recent = served[max(0, i + 1 - window) : i + 1]
+        out.append((record.done_s, sum(r.reused for r in recent) / len(recent)))
+    return out

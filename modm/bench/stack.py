@@ -1,0 +1,82 @@
+"""The stack a bench runs against: `modm up` itself as a child process (so the benchmark measures
+exactly what users start), and, for the small-only baseline, a second router.
+
+Small-only needs no router change: a router started with only the small pool and no cache
+serves every request as a miss, degraded to the small pool's text-to-image (`degrade_misses`,
+on by default). `small_only_router` starts one next to a running stack, on the small workers
+that the stack's router lists in its Stats; the workers are shared, the cache is not touched.
+"""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterable
+from pathlib import Path
+
+from modm.launch import ServiceProcess, free_port, start_module
+
+
+def start_up(
+    data_dir: Path, log_path: Path, *, port: int | None = None, ready_timeout_s: float = 900.0
+) -> ServiceProcess:
+    """`modm up --data-dir DATA_DIR` on a free port; returns once its router is SERVING."""
+    port = port or free_port()
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    # Absolute: the cache's embedded S3 server does not run in this working directory.
+    command = [sys.executable, "-m", "modm.cli.main", "up", "--data-dir", str(data_dir.resolve()), "--port", str(port)]
+    proc = subprocess.Popen(command, stdout=log_path.open("wb"), stderr=subprocess.STDOUT)
+    service = ServiceProcess(proc, port, log_path)
+    try:
+        service.wait_serving(ready_timeout_s)
+    except (RuntimeError, TimeoutError):
+        service.stop(signal.SIGINT, timeout=120)
+        raise
+    return service
+
+
+def wait_for_pools(endpoint: str, pools: Iterable[str], *, timeout_s: float = 120.0, token: str | None = None) -> dict:
+    """The router's Stats once every named pool has a healthy, profiled worker."""
+    from modm.client import Client, ModmClientError
+
+    wanted = set(pools)
+    deadline = time.monotonic() + timeout_s
+    stats: dict = {}
+    ready: set[str] = set()
+    with Client(endpoint, token=token, timeout=30.0) as client:
+        while time.monotonic() < deadline:
+            try:
+                stats = client.stats(timeout=10.0)
+            except ModmClientError:
+                stats = {}
+            ready = {
+                w["pool"] for w in stats.get("workers", []) if w.get("healthy") and w.get("profiled_seconds_per_step")
+            }
+            if wanted <= ready:
+                return stats
+            time.sleep(1.0)
+    raise TimeoutError(f"the router at {endpoint} has no ready worker in pool(s) {sorted(wanted - ready)}: {stats}")
+
+
+def small_workers(stats: dict) -> list[str]:
+    return sorted(w["address"] for w in stats.get("workers", []) if w.get("pool") == "small" and w.get("healthy"))
+
+
+def small_only_router(workers: list[str], log_dir: Path) -> ServiceProcess:
+    """A router with only these small workers and no cache (every request small text-to-image)."""
+    if not workers:
+        raise ValueError("the stack's router lists no healthy small worker for the small-only baseline")
+    port = free_port()
+    env = {
+        "MODM_ROUTER_HOST": "127.0.0.1",
+        "MODM_ROUTER_PORT": str(port),
+        "MODM_ROUTER_SMALL_WORKERS": ",".join(workers),
+        "MODM_ROUTER_DEGRADE_MISSES": "true",
+        "MODM_ROUTER_LOG_FORMAT": "text",
+    }
+    log_dir.mkdir(parents=True, exist_ok=True)
+    router = start_module("modm.services.router", env, log_dir / "small-only-router.log", port)
+    router.wait_serving(120.0)
+    return router
