@@ -86,7 +86,7 @@ class SeaweedServer:
         credentials: S3Credentials | None = None,
         log_path: Path | None = None,
     ) -> None:
-        self.folder = folder
+        self.folder = folder.resolve()  # weed resolves relative paths against its own working dir
         self.weed = find_weed(weed)
         self.credentials = credentials or S3Credentials.for_dir(folder)
         self.s3_port = s3_port

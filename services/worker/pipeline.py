@@ -192,5 +192,7 @@ class DiffusionRunner:
 
         timed(steps[0])
         short, long = (min(timed(n) for _ in range(repeats)) for n in steps)
-        per_step = max((long - short) / (steps[1] - steps[0]), 1e-6)
+        if long <= short:  # a neighbour slowed the short runs: no usable slope, so no fixed overhead either
+            return Profile(seconds_per_step=long / steps[1], overhead_seconds=0.0)
+        per_step = (long - short) / (steps[1] - steps[0])
         return Profile(seconds_per_step=per_step, overhead_seconds=max(short - steps[0] * per_step, 0.0))
