@@ -176,6 +176,7 @@ class RouterServicer(router_pb2_grpc.RouterServicer):
                     outstanding_seconds=load.outstanding_seconds,
                 )
             )
+        ejected = set(dispatcher.ejected())
         for address, worker in sorted(dispatcher.workers.items()):
             measured = snap.workers.get(address)
             reply.workers.append(
@@ -185,6 +186,7 @@ class RouterServicer(router_pb2_grpc.RouterServicer):
                     model_id=worker.model_id,
                     family=worker.family,
                     healthy=worker.healthy,
+                    ejected=address in ejected,
                     in_flight=worker.in_flight,
                     capacity=worker.capacity,
                     profiled_seconds_per_step=worker.seconds_per_step,

@@ -177,6 +177,8 @@ def test_a_serving_worker_that_hangs_is_ejected_and_put_back(
                     if ejected():
                         time.sleep(1.5)  # three discovery rounds: each probe of the hung worker says SERVING
                         assert pool_workers(client) == 1  # out of rotation all the same
+                        shown = {w["address"]: w for w in client.stats()["workers"]}[hung.address]
+                        assert shown["healthy"] and shown["ejected"], shown  # Stats say why it gets nothing
                     results += [c.result() for c in calls]
             assert all(r.worker == healthy.address for r in results)  # every request still answered
             timeouts = hung.servicer.calls
