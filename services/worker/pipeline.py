@@ -34,6 +34,12 @@ _SANA_BINNED_SAMPLE_SIZES = {16, 32, 64, 128}
 StepCallback = Callable[[int, int], None]
 
 
+def _drop_upcast_warning(record: logging.LogRecord) -> bool:
+    """SDXL-style img2img casts its VAE to fp32 on every call (`force_upcast`, by design on fp16
+    GPUs); diffusers then warns about the cast once per request, which floods the worker's log."""
+    return "should be kept in float32" not in record.getMessage()
+
+
 @dataclass(frozen=True)
 class PipelineFacts:
     model_id: str
@@ -96,6 +102,7 @@ class DiffusionRunner:
     @classmethod
     def load(cls, model: str, *, device: str, dtype: str, default_steps: int | None = None) -> DiffusionRunner:
         started = time.monotonic()
+        logging.getLogger("diffusers.models.modeling_utils").addFilter(_drop_upcast_warning)
         pipe = DiffusionPipeline.from_pretrained(model, dtype=TORCH_DTYPES[dtype], use_safetensors=True)
         pipe.to(device)
         pipe.set_progress_bar_config(disable=True)
