@@ -90,6 +90,12 @@ class CacheClient:
     def close(self) -> None:
         self.channel.close()
 
+    def __enter__(self) -> CacheClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
 
 def code_of(call, *args, **kw) -> tuple[grpc.StatusCode, str]:  # type: ignore[no-untyped-def]
     try:
