@@ -421,7 +421,9 @@ def test_import_from_a_folder_and_a_bucket_prefix(s3: S3, tmp_path: Path) -> Non
     other = s3.store(elsewhere)
     other.put("set1/e.webp", png((8, 8, 8)), "image/webp")
     other.put("set1/prompts.jsonl", json.dumps({"file": "e.webp", "prompt": "a red fox"}).encode(), "text/plain")
-    proc = started_cache(tmp_path / "data", tmp_path, import_root=tmp_path / "imports", **s3.settings(bucket))
+    proc = started_cache(
+        tmp_path / "data", tmp_path, import_root=tmp_path / "imports", import_buckets=elsewhere, **s3.settings(bucket)
+    )
     cache = CacheClient(proc.address)
     try:
         report = cache.stub.Import(
@@ -443,6 +445,9 @@ def test_import_from_a_folder_and_a_bucket_prefix(s3: S3, tmp_path: Path) -> Non
         assert code == grpc.StatusCode.INVALID_ARGUMENT and details.startswith("folder:")
         code, _ = code_of(cache.stub.Import, cache_pb2.ImportRequest(tenant="imp", bucket_prefix="entries/"))
         assert code == grpc.StatusCode.INVALID_ARGUMENT
+        unlisted = cache_pb2.ImportRequest(tenant="imp", bucket=new_bucket(), bucket_prefix="set1/")
+        code, details = code_of(cache.stub.Import, unlisted)  # not in import_buckets: never opened
+        assert code == grpc.StatusCode.INVALID_ARGUMENT and "import_buckets" in details, details
     finally:
         cache.close()
         proc.stop()
