@@ -45,7 +45,8 @@ def status_for(error: ModmError) -> grpc.StatusCode:
     return grpc.StatusCode.INTERNAL
 
 
-async def _abort(context: aio.ServicerContext, error: Exception, method: str) -> None:
+async def abort_with(context: aio.ServicerContext, error: Exception, method: str) -> None:
+    """End the call with `error`'s status (RESOURCE_EXHAUSTED carries its retry-after trailer)."""
     if isinstance(error, ModmError):
         if isinstance(error, ResourceExhausted):
             context.set_trailing_metadata(((RETRY_AFTER_KEY, f"{error.retry_after_s:.3f}"),))
@@ -61,7 +62,7 @@ def _wrap_unary(behavior: Callable[..., Awaitable[Any]], method: str) -> Callabl
         except aio.AbortError:
             raise
         except Exception as error:
-            await _abort(context, error, method)
+            await abort_with(context, error, method)
 
     return handler
 
@@ -74,7 +75,7 @@ def _wrap_stream(behavior: Callable[..., AsyncIterator[Any]], method: str) -> Ca
         except aio.AbortError:
             raise
         except Exception as error:
-            await _abort(context, error, method)
+            await abort_with(context, error, method)
 
     return handler
 

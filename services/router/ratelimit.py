@@ -19,7 +19,8 @@ from typing import Any
 import grpc
 from grpc import aio
 
-from modm.grpc_errors import RETRY_AFTER_KEY
+from modm.errors import ResourceExhausted
+from modm.grpc_errors import abort_with
 
 log = logging.getLogger(__name__)
 
@@ -95,10 +96,8 @@ class TenantRateLimitInterceptor(aio.ServerInterceptor):
     @staticmethod
     async def _refuse(context: aio.ServicerContext, tenant: str, wait: float) -> None:
         log.info("tenant rate limited", extra={"tenant": tenant, "retry_after_s": round(wait, 3)})
-        context.set_trailing_metadata(((RETRY_AFTER_KEY, f"{wait:.3f}"),))
-        await context.abort(
-            grpc.StatusCode.RESOURCE_EXHAUSTED, f"tenant {tenant} is over its request rate; retry in {wait:.2f} s"
-        )
+        message = f"tenant {tenant} is over its request rate; retry in {wait:.2f} s"
+        await abort_with(context, ResourceExhausted(message, retry_after_s=wait), "rate limit")
 
     async def intercept_service(
         self,
