@@ -63,6 +63,16 @@ class TenantRateLimiter:
             return None
         return (1.0 - bucket.tokens) / self.rate_per_s
 
+    def admit(self, tenant: str) -> None:
+        """Take `tenant`'s token or raise ResourceExhausted with the wait. A malformed tenant name
+        is left to request validation, which refuses it with the field named."""
+        if not TENANT.match(tenant):
+            return
+        wait = self.acquire(tenant)
+        if wait is not None:
+            log.info("tenant rate limited", extra={"tenant": tenant, "retry_after_s": round(wait, 3)})
+            raise ResourceExhausted(f"tenant {tenant} is over its request rate; retry in {wait:.2f} s", wait)
+
     def __len__(self) -> int:
         return len(self._buckets)
 
@@ -83,21 +93,15 @@ class TenantRateLimitInterceptor(aio.ServerInterceptor):
         self._limiter = limiter
         self._default = default_tenant
 
-    def _refusal(self, request: Any) -> tuple[str, float] | None:
+    def _refusal(self, request: Any) -> ResourceExhausted | None:
         tenant = getattr(request, "tenant", None)
         if not isinstance(tenant, str):  # a malformed request: the next interceptor refuses it
             return None
-        tenant = tenant or self._default
-        if not TENANT.match(tenant):
-            return None
-        wait = self._limiter.acquire(tenant)
-        return None if wait is None else (tenant, wait)
-
-    @staticmethod
-    async def _refuse(context: aio.ServicerContext, tenant: str, wait: float) -> None:
-        log.info("tenant rate limited", extra={"tenant": tenant, "retry_after_s": round(wait, 3)})
-        message = f"tenant {tenant} is over its request rate; retry in {wait:.2f} s"
-        await abort_with(context, ResourceExhausted(message, retry_after_s=wait), "rate limit")
+        try:
+            self._limiter.admit(tenant or self._default)
+        except ResourceExhausted as refused:
+            return refused
+        return None
 
     async def intercept_service(
         self,
@@ -112,7 +116,7 @@ class TenantRateLimitInterceptor(aio.ServerInterceptor):
 
             async def limited_unary(request: Any, context: aio.ServicerContext) -> Any:
                 if (refused := self._refusal(request)) is not None:
-                    await self._refuse(context, *refused)
+                    await abort_with(context, refused, "rate limit")
                 return await unary(request, context)
 
             return grpc.unary_unary_rpc_method_handler(
@@ -125,7 +129,7 @@ class TenantRateLimitInterceptor(aio.ServerInterceptor):
 
             async def limited_stream(request: Any, context: aio.ServicerContext) -> AsyncIterator[Any]:
                 if (refused := self._refusal(request)) is not None:
-                    await self._refuse(context, *refused)
+                    await abort_with(context, refused, "rate limit")
                 async for item in stream(request, context):
                     yield item
 

@@ -17,7 +17,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from modm.errors import ModmError, ResourceExhausted
+from modm.errors import ModmError
 from modm.params import MAX_GUIDANCE
 from modm.services.router import metrics
 from modm.services.router.auth import TokenFile
@@ -38,7 +38,7 @@ from modm.services.router.openai_api.schemas import (
     ResponseFormat,
 )
 from modm.services.router.openai_api.store import ImageStore
-from modm.services.router.ratelimit import TENANT, TenantRateLimiter
+from modm.services.router.ratelimit import TenantRateLimiter
 from modm.services.router.settings import RouterSettings
 
 log = logging.getLogger(__name__)
@@ -174,9 +174,7 @@ def create_app(
         if limiter is None:
             return
         for raw in call.requests:
-            tenant = raw.tenant or settings.default_tenant
-            if TENANT.match(tenant) and (wait := limiter.acquire(tenant)) is not None:
-                raise ResourceExhausted(f"tenant {tenant} is over its request rate; retry in {wait:.2f} s", wait)
+            limiter.admit(raw.tenant or settings.default_tenant)
 
     def respond(request: Request, call: ImageCall, results: list[RouterResult]) -> ImagesResponse:
         base = (settings.public_url or str(request.base_url)).rstrip("/")
