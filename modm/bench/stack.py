@@ -1,6 +1,9 @@
 """The stack a bench runs against: `modm up` itself as a child process (so the benchmark measures
 exactly what users start), and, for the small-only baseline, a second router.
 
+Every mode gets the same hardware: `up_args` starts the baselines with every slot on their one
+model (MoDM's vanilla system runs the large model on all GPUs), and modm with the default split.
+
 Small-only needs no router change: a router started with only the small pool and no cache
 serves every request as a miss, degraded to the small pool's text-to-image (`degrade_misses`,
 on by default). `small_only_router` starts one next to a running stack, on the small workers
@@ -19,14 +22,28 @@ from pathlib import Path
 from modm.launch import ServiceProcess, free_port, start_module
 
 
+def up_args(mode: str, *, workers: int, monitor: bool) -> list[str]:
+    """`modm up` flags for a mode's stack: baselines put every slot on their model, unmonitored
+    (the monitor would move slots to the other pool); modm starts split, monitored if asked."""
+    split = {"large-only": ["--large-slots", str(workers)], "small-only": ["--large-slots", "0"]}.get(mode, [])
+    watched = monitor and mode == "modm"
+    return ["--workers", str(workers), *split, "--monitor" if watched else "--no-monitor", "--http-port", "0"]
+
+
 def start_up(
-    data_dir: Path, log_path: Path, *, port: int | None = None, ready_timeout_s: float = 900.0
+    data_dir: Path,
+    log_path: Path,
+    *,
+    args: Iterable[str] = (),
+    port: int | None = None,
+    ready_timeout_s: float = 900.0,
 ) -> ServiceProcess:
-    """`modm up --data-dir DATA_DIR` on a free port; returns once its router is SERVING."""
+    """`modm up --data-dir DATA_DIR ARGS` on a free port; returns once its router is SERVING."""
     port = port or free_port()
     log_path.parent.mkdir(parents=True, exist_ok=True)
     # Absolute: the cache's embedded S3 server does not run in this working directory.
     command = [sys.executable, "-m", "modm.cli.main", "up", "--data-dir", str(data_dir.resolve()), "--port", str(port)]
+    command += list(args)
     proc = subprocess.Popen(command, stdout=log_path.open("wb"), stderr=subprocess.STDOUT)
     service = ServiceProcess(proc, port, log_path)
     try:

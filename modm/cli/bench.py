@@ -31,11 +31,14 @@ def bench(
     endpoint: Endpoint = None,
     token: Token = None,
     start: Annotated[
-        bool, typer.Option(help="Start a stack with `modm up` (fresh data dir) and stop it after.")
+        bool,
+        typer.Option(help="Start a fresh `modm up` per mode: baselines with every slot on their model."),
     ] = False,
     data_dir: Annotated[
-        Path | None, typer.Option(help="With --start: the stack's data dir (default OUT/stack).")
+        Path | None, typer.Option(help="With --start: the stacks' data dirs go under it (default OUT/stack).")
     ] = None,
+    workers: Annotated[int, typer.Option(min=1, help="With --start: worker slots of each stack.")] = 2,
+    monitor: Annotated[bool, typer.Option(help="With --start: run the monitor in the modm mode's stack.")] = True,
     shape: Annotated[str, typer.Option(help="recorded, poisson, ramp or burst.")] = "recorded",
     rate: Annotated[float, typer.Option(help="Requests/s of poisson, the start of a ramp, the base of a burst.")] = 0.5,
     end_rate: Annotated[float | None, typer.Option(help="Ramp: final requests/s (default 4 x rate).")] = None,
@@ -60,6 +63,7 @@ def bench(
     from modm.bench import report as reporting
     from modm.bench.records import MODES, Run
     from modm.bench.schedule import SHAPES, Timing, offsets
+    from modm.bench.stack import up_args
     from modm.bench.traces import read_trace
 
     modes = mode or ["modm"]
@@ -80,11 +84,12 @@ def bench(
             raise typer.BadParameter(str(error), param_hint="--trace") from error
         send_at = offsets(requests, timing)
         typer.echo(f"{len(requests)} requests over {send_at[-1] if send_at else 0:.0f} s ({shape})")
-        with contextlib.ExitStack() as stack:
-            target = endpoint
-            if start:
-                target = _start_stack(stack, data_dir or out / "stack", out / "logs")
-            for name in modes:
+        for name in modes:
+            with contextlib.ExitStack() as stack:
+                target = endpoint
+                if start:
+                    args = up_args(name, workers=workers, monitor=monitor)
+                    target = _start_stack(stack, (data_dir or out / "stack") / name, out / "logs" / name, args)
                 try:
                     run = _run_mode(
                         stack, name, target, requests, send_at, timing, out, token, timeout, stats_interval, evaluate
@@ -92,11 +97,11 @@ def bench(
                 except (TimeoutError, ValueError, RuntimeError) as error:  # e.g. no small worker left
                     typer.echo(f"[{name}] not run: {error}", err=True)
                     continue
-                run.info.trace = str(trace)
-                if evaluate:
-                    _score(run, out / "runs" / name, clip_model, out)
-                run.save(out / "runs" / name)
-                typer.echo(f"[{name}] done in {run.info.duration_s:.0f} s")
+            run.info.trace = str(trace)
+            if evaluate:  # after the stack has stopped: scoring is not part of the run
+                _score(run, out / "runs" / name, clip_model, out)
+            run.save(out / "runs" / name)
+            typer.echo(f"[{name}] done in {run.info.duration_s:.0f} s")
     runs = {p.name: Run.load(p) for p in sorted((out / "runs").glob("*")) if (p / "run.json").exists()}
     if not runs:
         raise typer.BadParameter(f"no runs under {out / 'runs'}", param_hint="--out")
@@ -117,13 +122,13 @@ def _brief(summary: dict[str, Any]) -> dict[str, Any]:
     return {k: summary[k] for k in keys} | {"mean_latency_s": (summary["latency_s"] or {}).get("mean")}
 
 
-def _start_stack(stack: contextlib.ExitStack, data_dir: Path, log_dir: Path) -> str:
+def _start_stack(stack: contextlib.ExitStack, data_dir: Path, log_dir: Path, args: list[str]) -> str:
     import signal
 
     from modm.bench.stack import start_up
 
-    typer.echo(f"starting `modm up --data-dir {data_dir}` (log in {log_dir / 'up.log'})")
-    up = start_up(data_dir, log_dir / "up.log")
+    typer.echo(f"starting `modm up --data-dir {data_dir} {' '.join(args)}` (log in {log_dir / 'up.log'})")
+    up = start_up(data_dir, log_dir / "up.log", args=args)
     stack.callback(up.stop, signal.SIGINT, 120.0)
     signal.signal(signal.SIGTERM, _interrupt)  # SIGTERM too unwinds, so the stack is stopped
     typer.echo(f"stack is up at {up.address}")

@@ -6,7 +6,8 @@ serving tiny pipelines built on first use: no GPU, no network), the router on 12
 and the monitor. Logs are streamed with a prefix per service and kept under <data dir>/logs; the
 cache keeps its data under <data dir>/cache, so the next `modm up` starts with what was cached.
 
-`--workers N` gives N slots (ceil(N/2) start large, the rest small). The monitor runs on a
+`--workers N` gives N slots (ceil(N/2) start large unless `--large-slots` says how many, the
+rest small); on a CPU host each worker runs torch on its share of the cores. The monitor runs on a
 thread of this process with the local scaler (`services/monitor/local_scaler.py`): every
 `interval_s` (15 s here) it reads the router's Stats, decides the split with its policy, and
 switches at most one slot at a time by draining its worker and starting the other model on the
@@ -43,6 +44,7 @@ as the large model and SDXL as the small one, one GPU each, CLIP ViT-L/14 for th
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import subprocess
 import sys
@@ -97,9 +99,16 @@ def plan_stack(
     with_cache: bool,
     ports: Any,
     workers: int = 2,
+    large_slots: int | None = None,
     http_port: int = 0,
+    cores: int = 1,
 ) -> list[Member]:
-    """The processes to start, in start order (cache, worker slots, router)."""
+    """The processes to start, in start order (cache, worker slots, router).
+
+    `large_slots` slots start large (default ceil(workers / 2)), the rest small. Each worker may
+    run torch on `cores // workers` threads unless its table sets torch_threads: the slots stand
+    for GPUs, so on a CPU host each gets its own share of the cores instead of all of them.
+    """
     members: list[Member] = []
     cache_port = ports()
     if with_cache:
@@ -109,12 +118,14 @@ def plan_stack(
         members.append(Member("cache", "modm.services.cache", env, cache_port, optional=True))
     models = {"large": large_model, "small": small_model}
     slots = []
+    large = (workers + 1) // 2 if large_slots is None else large_slots
+    threads = str(max(1, cores // workers))
     for index in range(workers):
-        first = "large" if index < (workers + 1) // 2 else "small"
+        first = "large" if index < large else "small"
         worker_port = ports()
         roles = {}
         for role, model in models.items():
-            env = {"MODM_WORKER_MODEL": model, "MODM_WORKER_LOG_FORMAT": "text"}
+            env = {"MODM_WORKER_MODEL": model, "MODM_WORKER_LOG_FORMAT": "text", "MODM_WORKER_TORCH_THREADS": threads}
             env |= _env("MODM_WORKER_", config.get(role, {}))
             env |= _env("MODM_WORKER_", {k: v for k, v in config.get(first, {}).items() if k == "device"})
             env |= {"MODM_WORKER_ROLE": role, "MODM_WORKER_HOST": "127.0.0.1", "MODM_WORKER_PORT": str(worker_port)}
@@ -270,9 +281,10 @@ def up(
     large_tiny: Annotated[str, typer.Option(help="Tiny family of the large worker.")] = "sd3",
     small_tiny: Annotated[str, typer.Option(help="Tiny family of the small worker.")] = "sdxl",
     cache: Annotated[bool, typer.Option(help="Start the cache service.")] = True,
-    workers: Annotated[
-        int, typer.Option(min=1, help="Worker slots (GPUs): ceil(N/2) start large, the rest small.")
-    ] = 2,
+    workers: Annotated[int, typer.Option(min=1, help="Worker slots (GPUs), each with its share of the CPU cores.")] = 2,
+    large_slots: Annotated[
+        int | None, typer.Option(min=0, help="Slots that start large (default ceil(workers/2)); the rest start small.")
+    ] = None,
     monitor: Annotated[bool, typer.Option(help="Run the monitor: it moves slots between the pools.")] = True,
     ready_timeout: Annotated[float, typer.Option(help="Seconds each service may take to be ready.")] = 600.0,
 ) -> None:
@@ -289,6 +301,8 @@ def up(
     unknown = set(settings) - set(TABLES)
     if unknown:
         raise typer.BadParameter(f"unknown table(s) {', '.join(sorted(unknown))}", param_hint="--config")
+    if large_slots is not None and large_slots > workers:
+        raise typer.BadParameter(f"{large_slots} large slots but only {workers} workers", param_hint="--large-slots")
     models = {}
     for role, family in (("large", large_tiny), ("small", small_tiny)):
         given = settings.get(role, {}).pop("model", None)
@@ -303,7 +317,9 @@ def up(
         with_cache=cache,
         ports=free_port,
         workers=workers,
+        large_slots=large_slots,
         http_port=http_port,
+        cores=len(os.sched_getaffinity(0)),
     )
     router = members[-1]
     monitor_settings = plan_monitor(settings, router_port=router.port, workers=workers) if monitor else None

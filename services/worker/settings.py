@@ -35,6 +35,9 @@ class WorkerSettings(ServiceSettings):
     max_init_image_pixels: int = Field(4096 * 4096, ge=1)
     default_steps: int | None = Field(None, ge=1, description="Overrides the family's default step count.")
     warmup: bool = Field(True, description="Run one generation before reporting SERVING.")
+    torch_threads: int | None = Field(
+        None, ge=1, le=1024, description="Threads torch may run on the CPU (default: all cores)."
+    )
 
     @field_validator("device")
     @classmethod

@@ -78,6 +78,24 @@ def test_three_slots_start_two_large_and_one_small(tmp_path: Path) -> None:
     assert slots[2].envs["large"]["MODM_WORKER_MODEL"] == "tiny-large"
 
 
+def test_large_slots_choose_the_first_split(tmp_path: Path) -> None:
+    """The baselines need every slot on one model: all large, or all small."""
+    for large, roles in ((2, ["large", "large"]), (0, ["small", "small"]), (1, ["large", "small"])):
+        assert [s.role for s in _slots(plan({}, tmp_path, large_slots=large))] == roles
+
+
+def test_each_worker_gets_its_share_of_the_cores(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    slots = _slots(plan({}, tmp_path, workers=2, cores=8))
+    for slot in slots:
+        for env in slot.envs.values():
+            assert valid(env, WorkerSettings, monkeypatch).torch_threads == 4
+    crowded = _slots(plan({}, tmp_path, workers=3, cores=2))
+    assert {env["MODM_WORKER_TORCH_THREADS"] for s in crowded for env in s.envs.values()} == {"1"}
+    pinned = _slots(plan({"small": {"torch_threads": 6}}, tmp_path, workers=2, cores=8))
+    assert pinned[1].envs["small"]["MODM_WORKER_TORCH_THREADS"] == "6"  # the config's table wins
+    assert pinned[1].envs["large"]["MODM_WORKER_TORCH_THREADS"] == "4"
+
+
 def test_the_monitor_scales_the_slots_and_reads_the_local_router(tmp_path: Path) -> None:
     tokens = tmp_path / "tokens"
     tokens.write_text("secret\n")
