@@ -48,7 +48,7 @@ def start_up(
     service = ServiceProcess(proc, port, log_path)
     try:
         service.wait_serving(ready_timeout_s)
-    except (RuntimeError, TimeoutError):
+    except BaseException:  # Ctrl-C or SIGTERM while it starts must not leave the stack behind
         service.stop(signal.SIGINT, timeout=120)
         raise
     return service

@@ -46,6 +46,12 @@ def bench(
     time_scale: Annotated[float, typer.Option(help="Recorded: multiply the trace's times (0.5 = 2x faster).")] = 1.0,
     seed: Annotated[int, typer.Option(help="Seed of re-timed schedules.")] = 0,
     limit: Annotated[int | None, typer.Option(help="Replay only the first N requests.")] = None,
+    warmup: Annotated[
+        int,
+        typer.Option(
+            min=0, help="Send the first N requests unmeasured and wait for them (a warm cache); measure the rest."
+        ),
+    ] = 0,
     steps: Annotated[
         int | None,
         typer.Option(help="Steps for every request (default: the trace's, else the model's)."),
@@ -82,8 +88,16 @@ def bench(
             timing = Timing(shape, rate, end_rate, burst_factor, time_scale, seed)  # type: ignore[arg-type]
         except (OSError, ValueError, RuntimeError) as error:
             raise typer.BadParameter(str(error), param_hint="--trace") from error
+        if warmup >= len(requests):
+            raise typer.BadParameter(
+                f"{warmup} warm-up requests leave none of {len(requests)} to measure", param_hint="--warmup"
+            )
         send_at = offsets(requests, timing)
-        typer.echo(f"{len(requests)} requests over {send_at[-1] if send_at else 0:.0f} s ({shape})")
+        warm = (requests[:warmup], send_at[:warmup])
+        requests, send_at = requests[warmup:], [t - send_at[warmup] for t in send_at[warmup:]]
+        typer.echo(
+            f"{len(requests)} requests over {send_at[-1] if send_at else 0:.0f} s ({shape}), {warmup} before them"
+        )
         for name in modes:
             with contextlib.ExitStack() as stack:
                 target = endpoint
@@ -92,7 +106,18 @@ def bench(
                     target = _start_stack(stack, (data_dir or out / "stack") / name, out / "logs" / name, args)
                 try:
                     run = _run_mode(
-                        stack, name, target, requests, send_at, timing, out, token, timeout, stats_interval, evaluate
+                        stack,
+                        name,
+                        target,
+                        warm,
+                        requests,
+                        send_at,
+                        timing,
+                        out,
+                        token,
+                        timeout,
+                        stats_interval,
+                        evaluate,
                     )
                 except (TimeoutError, ValueError, RuntimeError) as error:  # e.g. no small worker left
                     typer.echo(f"[{name}] not run: {error}", err=True)
@@ -128,9 +153,9 @@ def _start_stack(stack: contextlib.ExitStack, data_dir: Path, log_dir: Path, arg
     from modm.bench.stack import start_up
 
     typer.echo(f"starting `modm up --data-dir {data_dir} {' '.join(args)}` (log in {log_dir / 'up.log'})")
+    signal.signal(signal.SIGTERM, _interrupt)  # SIGTERM too unwinds, so the stack is stopped
     up = start_up(data_dir, log_dir / "up.log", args=args)
     stack.callback(up.stop, signal.SIGINT, 120.0)
-    signal.signal(signal.SIGTERM, _interrupt)  # SIGTERM too unwinds, so the stack is stopped
     typer.echo(f"stack is up at {up.address}")
     return up.address
 
@@ -143,6 +168,7 @@ def _run_mode(
     stack: contextlib.ExitStack,
     mode: str,
     endpoint: str | None,
+    warm: tuple[list[Any], list[float]],
     requests: list[Any],
     send_at: list[float],
     timing: Any,
@@ -181,8 +207,12 @@ def _run_mode(
             errors = sum(not r.ok for r in done)
             typer.echo(f"[{mode}] {len(done)}/{len(requests)} done, {errors} errors, reuse {reused:.0%}")
 
+    if warm[0]:
+        typer.echo(f"[{mode}] warming up with {len(warm[0])} requests (not measured)")
+        asyncio.run(replay(target, *warm, replace(options, images_dir=None)))
     typer.echo(f"[{mode}] replaying against {target}")
-    run = asyncio.run(replay(target, requests, send_at, options, timing=asdict(timing), on_done=progress))
+    timing_info = asdict(timing) | {"warmup_requests": len(warm[0])}
+    run = asyncio.run(replay(target, requests, send_at, options, timing=timing_info, on_done=progress))
     if mode == "small-only":
         run.info.note = "a second router with only the small pool and no cache: every request small text-to-image"
     return run

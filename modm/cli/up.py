@@ -108,6 +108,7 @@ def plan_stack(
     `large_slots` slots start large (default ceil(workers / 2)), the rest small. Each worker may
     run torch on `cores // workers` threads unless its table sets torch_threads: the slots stand
     for GPUs, so on a CPU host each gets its own share of the cores instead of all of them.
+    CPU workers also default to batches of one image.
     """
     members: list[Member] = []
     cache_port = ports()
@@ -124,8 +125,12 @@ def plan_stack(
         first = "large" if index < large else "small"
         worker_port = ports()
         roles = {}
+        # Batching buys nothing on a CPU (a batch of 4 tiny SD3 images took as long as 4 single
+        # ones) and makes every image in it wait for the slowest: one image at a time there.
+        on_cpu = config.get(first, {}).get("device", "cpu") == "cpu"
         for role, model in models.items():
             env = {"MODM_WORKER_MODEL": model, "MODM_WORKER_LOG_FORMAT": "text", "MODM_WORKER_TORCH_THREADS": threads}
+            env |= {"MODM_WORKER_MAX_BATCH_SIZE": "1"} if on_cpu else {}
             env |= _env("MODM_WORKER_", config.get(role, {}))
             env |= _env("MODM_WORKER_", {k: v for k, v in config.get(first, {}).items() if k == "device"})
             env |= {"MODM_WORKER_ROLE": role, "MODM_WORKER_HOST": "127.0.0.1", "MODM_WORKER_PORT": str(worker_port)}

@@ -97,3 +97,19 @@ def test_bench_three_modes_with_eval_then_modm_eval(router: ServiceProcess, tmp_
         app, ["eval", "fid", str(out / "runs" / "large-only" / "images"), str(images), "--clip-model", "tiny"]
     )
     assert fid.exit_code == 0 and "FD-CLIP" in fid.output, fid.output
+
+
+def test_warmup_requests_fill_the_cache_and_are_not_measured(router: ServiceProcess, tmp_path: Path) -> None:
+    prompt = "a glass lighthouse on a frozen lake, watercolor"  # not among PROMPTS: new to the shared cache
+    trace = write_trace(
+        [TraceRequest(float(i), prompt, params={"steps": 2, "seed": 7}) for i in range(2)], tmp_path / "t.jsonl"
+    )
+    out = tmp_path / "out"
+    args = ["bench", "--trace", str(trace), "--out", str(out), "--endpoint", router.address, "--warmup", "1"]
+    done = CliRunner().invoke(app, args)
+    assert done.exit_code == 0, done.output
+    run = Run.load(out / "runs" / "modm")
+    assert run.info.requests == 1 and run.info.timing["warmup_requests"] == 1
+    assert [r.outcome for r in run.records] == ["exact_repeat"]  # the warm-up's image was cached
+    refused = CliRunner().invoke(app, [*args[:-1], "2"])
+    assert refused.exit_code != 0 and "leave none" in refused.output

@@ -96,6 +96,14 @@ def test_each_worker_gets_its_share_of_the_cores(tmp_path: Path, monkeypatch: py
     assert pinned[1].envs["large"]["MODM_WORKER_TORCH_THREADS"] == "4"
 
 
+def test_cpu_workers_run_one_image_at_a_time_unless_configured(tmp_path: Path) -> None:
+    cpu = _slots(plan({}, tmp_path))
+    assert {env["MODM_WORKER_MAX_BATCH_SIZE"] for s in cpu for env in s.envs.values()} == {"1"}
+    gpu = _slots(plan({"large": {"device": "cuda:0"}, "small": {"device": "cuda:1", "max_batch_size": 8}}, tmp_path))
+    assert "MODM_WORKER_MAX_BATCH_SIZE" not in gpu[0].envs["large"]
+    assert gpu[1].envs["small"]["MODM_WORKER_MAX_BATCH_SIZE"] == "8"
+
+
 def test_the_monitor_scales_the_slots_and_reads_the_local_router(tmp_path: Path) -> None:
     tokens = tmp_path / "tokens"
     tokens.write_text("secret\n")
