@@ -4,8 +4,9 @@
     .venv/bin/python benchmarks/traces/make_trace.py diffusiondb --parquet metadata.parquet --limit 2000 \\
         --out bench-out/diffusiondb.jsonl
 
-The shipped `modm-300.jsonl` is `synthetic` with the defaults below; rerunning the command
-reproduces it byte for byte (tests/unit/test_bench_traces.py checks that).
+The shipped `modm-300.jsonl` is `synthetic` with the defaults below, and `modm-400.jsonl` the
+same with `--requests 400` (its first 300 lines are modm-300's); rerunning the commands
+reproduces them byte for byte (tests/unit/test_bench_traces.py checks that).
 """
 
 from __future__ import annotations

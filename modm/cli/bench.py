@@ -15,7 +15,7 @@ import asyncio
 import contextlib
 import json
 import os
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -93,11 +93,18 @@ def bench(
                 f"{warmup} warm-up requests leave none of {len(requests)} to measure", param_hint="--warmup"
             )
         send_at = offsets(requests, timing)
-        warm = (requests[:warmup], send_at[:warmup])
-        requests, send_at = requests[warmup:], [t - send_at[warmup] for t in send_at[warmup:]]
-        typer.echo(
-            f"{len(requests)} requests over {send_at[-1] if send_at else 0:.0f} s ({shape}), {warmup} before them"
+        plan = _Plan(
+            warm=(requests[:warmup], send_at[:warmup]),
+            requests=requests[warmup:],
+            send_at=[t - send_at[warmup] for t in send_at[warmup:]],
+            timing=timing,
+            out=out,
+            token=token,
+            timeout=timeout,
+            stats_interval=stats_interval,
+            evaluate=evaluate,
         )
+        typer.echo(f"{len(plan.requests)} requests over {plan.send_at[-1]:.0f} s ({shape}), {warmup} before them")
         for name in modes:
             with contextlib.ExitStack() as stack:
                 target = endpoint
@@ -105,20 +112,7 @@ def bench(
                     args = up_args(name, workers=workers, monitor=monitor)
                     target = _start_stack(stack, (data_dir or out / "stack") / name, out / "logs" / name, args)
                 try:
-                    run = _run_mode(
-                        stack,
-                        name,
-                        target,
-                        warm,
-                        requests,
-                        send_at,
-                        timing,
-                        out,
-                        token,
-                        timeout,
-                        stats_interval,
-                        evaluate,
-                    )
+                    run = _run_mode(stack, name, target, plan)
                 except (TimeoutError, ValueError, RuntimeError) as error:  # e.g. no small worker left
                     typer.echo(f"[{name}] not run: {error}", err=True)
                     continue
@@ -164,20 +158,22 @@ def _interrupt(*_: object) -> None:
     raise KeyboardInterrupt
 
 
-def _run_mode(
-    stack: contextlib.ExitStack,
-    mode: str,
-    endpoint: str | None,
-    warm: tuple[list[Any], list[float]],
-    requests: list[Any],
-    send_at: list[float],
-    timing: Any,
-    out: Path,
-    token: str | None,
-    timeout: float,
-    stats_interval: float,
-    evaluate: bool,
-) -> Any:
+@dataclass(frozen=True)
+class _Plan:
+    """What every mode replays, and how."""
+
+    warm: tuple[list[Any], list[float]]  # unmeasured requests and their send times
+    requests: list[Any]
+    send_at: list[float]
+    timing: Any
+    out: Path
+    token: str | None
+    timeout: float
+    stats_interval: float
+    evaluate: bool
+
+
+def _run_mode(stack: contextlib.ExitStack, mode: str, endpoint: str | None, plan: _Plan) -> Any:
     from dataclasses import asdict
 
     from modm.bench.replay import ReplayOptions, replay
@@ -188,31 +184,33 @@ def _run_mode(
     # modm needs the large pool and the cache; the monitor may have moved every slot to the large
     # pool (idle large workers then refine hits), so the small pool is not required.
     needs = ["small"] if mode == "small-only" else ["large"]
+    token = plan.token
     stats = wait_for_pools(target, needs, token=token)
     if mode == "modm" and not stats.get("cache_available"):
         raise RuntimeError(f"the router at {target} has no cache (or cannot reach it): modm mode would be all misses")
     if mode == "small-only":
-        router = small_only_router(small_workers(stats), out / "logs")
+        router = small_only_router(small_workers(stats), plan.out / "logs")
         stack.callback(router.stop)
         target, token = router.address, None
         wait_for_pools(target, ["small"])
-    folder = out / "runs" / mode
-    options = ReplayOptions(mode, timeout, stats_interval, folder / "images" if evaluate else None, token)  # type: ignore[arg-type]
+    folder = plan.out / "runs" / mode
+    images = folder / "images" if plan.evaluate else None
+    options = ReplayOptions(mode, plan.timeout, plan.stats_interval, images, token)  # type: ignore[arg-type]
     done: list[Any] = []
 
     def progress(record: Any) -> None:
         done.append(record)
-        if len(done) % 25 == 0 or len(done) == len(requests):
+        if len(done) % 25 == 0 or len(done) == len(plan.requests):
             reused = sum(r.reused for r in done) / len(done)
             errors = sum(not r.ok for r in done)
-            typer.echo(f"[{mode}] {len(done)}/{len(requests)} done, {errors} errors, reuse {reused:.0%}")
+            typer.echo(f"[{mode}] {len(done)}/{len(plan.requests)} done, {errors} errors, reuse {reused:.0%}")
 
-    if warm[0]:
-        typer.echo(f"[{mode}] warming up with {len(warm[0])} requests (not measured)")
-        asyncio.run(replay(target, *warm, replace(options, images_dir=None)))
+    if plan.warm[0]:
+        typer.echo(f"[{mode}] warming up with {len(plan.warm[0])} requests (not measured)")
+        asyncio.run(replay(target, *plan.warm, replace(options, images_dir=None)))
     typer.echo(f"[{mode}] replaying against {target}")
-    timing_info = asdict(timing) | {"warmup_requests": len(warm[0])}
-    run = asyncio.run(replay(target, requests, send_at, options, timing=timing_info, on_done=progress))
+    timing_info = asdict(plan.timing) | {"warmup_requests": len(plan.warm[0])}
+    run = asyncio.run(replay(target, plan.requests, plan.send_at, options, timing=timing_info, on_done=progress))
     if mode == "small-only":
         run.info.note = "a second router with only the small pool and no cache: every request small text-to-image"
     return run

@@ -14,7 +14,7 @@ import asyncio
 import contextlib
 import logging
 import socket
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 
 from modm.services.router.backends import GrpcWorker, WorkerClient, WorkerFailure
 from modm.services.router.dispatch import Dispatcher, WorkerState
@@ -68,7 +68,8 @@ class Discovery:
         self._task: asyncio.Task[None] | None = None
         self._resolved: dict[str, list[str]] = {}  # dns target -> its last answer
         # Set once a worker that can serve misses answered: a large one, or a small one when no
-        # large worker can appear (the small pool then serves misses degraded).
+        # large worker can appear (the small pool then serves misses degraded): no large target
+        # is configured, or every worker of a `workers` list answered and named itself small.
         self.ready = asyncio.Event()
 
     def client(self, address: str) -> WorkerClient:
@@ -109,6 +110,12 @@ class Discovery:
             if address not in self.clients:
                 self.clients[address] = self._make_client(address)
         await asyncio.gather(*(self._probe(address, pool) for address, pool in addresses.items()))
+        if self.any_pool and not self.targets.get(Pool.LARGE) and self._all_answered_small(addresses):
+            self.ready.set()
+
+    def _all_answered_small(self, addresses: Iterable[str]) -> bool:
+        states = [self.dispatcher.workers.get(address) for address in addresses]
+        return bool(states) and all(s is not None and s.healthy and s.pool is Pool.SMALL for s in states)
 
     async def _probe(self, address: str, fixed: Pool | None) -> None:
         client = self.clients[address]

@@ -123,8 +123,10 @@ def test_diffusiondb_metadata_becomes_a_trace(tmp_path: Path) -> None:
     assert len(import_diffusiondb(tmp_path / "metadata.parquet", limit=2)) == 2
 
 
-def test_the_shipped_trace_is_reproduced_by_its_command(tmp_path: Path) -> None:
+@pytest.mark.parametrize("requests", [300, 400])
+def test_the_shipped_traces_are_reproduced_by_their_command(tmp_path: Path, requests: int) -> None:
     out = tmp_path / "again.jsonl"
     script = ROOT / "benchmarks/traces/make_trace.py"
-    subprocess.run([sys.executable, str(script), "synthetic", "--out", str(out)], check=True, capture_output=True)
-    assert out.read_bytes() == (ROOT / "benchmarks/traces/modm-300.jsonl").read_bytes()
+    command = [sys.executable, str(script), "synthetic", "--requests", str(requests), "--out", str(out)]
+    subprocess.run(command, check=True, capture_output=True)
+    assert out.read_bytes() == (ROOT / f"benchmarks/traces/modm-{requests}.jsonl").read_bytes()

@@ -99,3 +99,17 @@ async def test_a_worker_naming_no_role_is_not_used() -> None:
                       make_client=lambda _: worker, any_pool=["127.0.0.1:7003"])  # type: ignore[arg-type]  # fmt: skip
     await found.refresh_once()
     assert found.dispatcher.workers == {} and not found.ready.is_set()
+
+
+async def test_a_fleet_listed_all_small_is_ready_once_every_worker_answered() -> None:
+    """`modm up --large-slots 0` (the small-only baseline): no large worker will come, so the
+    router serves misses degraded instead of waiting for one forever."""
+    workers = {a: FakeWorker(a, role=worker_pb2.WORKER_ROLE_SMALL) for a in ("127.0.0.1:7004", "127.0.0.1:7005")}
+    workers["127.0.0.1:7005"].up = False  # still loading: it may yet be large
+    found = Discovery({}, Dispatcher(RoutingRules()), interval_s=1, capacity_cap=None,
+                      make_client=workers.__getitem__, any_pool=list(workers))  # type: ignore[arg-type]  # fmt: skip
+    await found.refresh_once()
+    assert not found.ready.is_set()
+    workers["127.0.0.1:7005"].up = True
+    await found.refresh_once()
+    assert found.ready.is_set()
