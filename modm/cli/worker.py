@@ -23,6 +23,7 @@ def worker(
     batch_window_ms: Annotated[float | None, typer.Option(help="How long a batch waits to fill.")] = None,
     max_queue: Annotated[int | None, typer.Option(help="Waiting requests beyond this are refused.")] = None,
     default_steps: Annotated[int | None, typer.Option(help="Steps when a request names none.")] = None,
+    torch_threads: Annotated[int | None, typer.Option(help="CPU threads torch may use (default: every core).")] = None,
     log_format: Annotated[str | None, typer.Option(help="json or text.")] = None,
     data_dir: Annotated[Path | None, typer.Option(help="Where tiny models are kept (default ~/.modm).")] = None,
 ) -> None:
@@ -52,6 +53,7 @@ def worker(
             batch_window_ms=batch_window_ms,
             max_queue=max_queue,
             default_steps=default_steps,
+            torch_threads=torch_threads,
             log_format=log_format,
         )
     except ValidationError as error:

@@ -9,10 +9,12 @@ a large image costs about five to six times a small one, as SD3.5-Large does aga
 hardware (MoDM's pair). Tiny models on a CPU are bound by the number of operators, not FLOPs, so
 the depth was chosen by counting the aten operators one image runs at the default steps (SD3 28,
 SDXL 30): with 26 joint blocks SD3 runs 6.4x SDXL's operators per image and 7x per denoising step
-(c = 0.144). Timed on an idle CPU, the former 36-block SD3 cost 7.6x SDXL per image where its
-operator count said 8.9x; the same discount puts 26 blocks at about 5.4x. The workers' warm-up
-profiles measure c again in every run (see docs/bench/). FLUX keeps 10 double and 30 single blocks
-(against the real 19 + 38).
+(c = 0.144). Timed on the idle 2-core machine, one torch thread each, interleaved, at the
+default steps: 2.0 s per SD3 image against 0.45 s per SDXL image, 4.5x (c = 0.21 per step); in
+the serving stack, where both also pay the same fixed costs per request, 3.4x. Each extra block
+adds about 0.08 s per image, so 32 blocks would give 5.5x. The workers' warm-up profiles measure
+c again in every run (see docs/bench/). FLUX keeps 10 double and 30 single blocks (against the
+real 19 + 38).
 """
 
 from __future__ import annotations
