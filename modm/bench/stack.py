@@ -77,6 +77,19 @@ def wait_for_pools(endpoint: str, pools: Iterable[str], *, timeout_s: float = 12
     raise TimeoutError(f"the router at {endpoint} has no ready worker in pool(s) {sorted(wanted - ready)}: {stats}")
 
 
+def wait_for_inserts(endpoint: str, *, timeout_s: float = 120.0, token: str | None = None) -> None:
+    """Until the router has no cache insert pending: inserts run after the replies, so a warm-up
+    is not in the cache when its last reply arrives."""
+    from modm.client import Client
+
+    deadline = time.monotonic() + timeout_s
+    with Client(endpoint, token=token, timeout=30.0) as client:
+        while client.stats(timeout=10.0).get("inserts_pending", 0):
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"the router at {endpoint} still has cache inserts pending after {timeout_s} s")
+            time.sleep(0.2)
+
+
 def small_workers(stats: dict) -> list[str]:
     return sorted(w["address"] for w in stats.get("workers", []) if w.get("pool") == "small" and w.get("healthy"))
 

@@ -177,7 +177,7 @@ def _run_mode(stack: contextlib.ExitStack, mode: str, endpoint: str | None, plan
     from dataclasses import asdict
 
     from modm.bench.replay import ReplayOptions, replay
-    from modm.bench.stack import small_only_router, small_workers, wait_for_pools
+    from modm.bench.stack import small_only_router, small_workers, wait_for_inserts, wait_for_pools
     from modm.client import DEFAULT_ENDPOINT
 
     target = endpoint or os.environ.get("MODM_ENDPOINT") or DEFAULT_ENDPOINT
@@ -208,6 +208,7 @@ def _run_mode(stack: contextlib.ExitStack, mode: str, endpoint: str | None, plan
     if plan.warm[0]:
         typer.echo(f"[{mode}] warming up with {len(plan.warm[0])} requests (not measured)")
         asyncio.run(replay(target, *plan.warm, replace(options, images_dir=None)))
+        wait_for_inserts(target, token=token)
     typer.echo(f"[{mode}] replaying against {target}")
     timing_info = asdict(plan.timing) | {"warmup_requests": len(plan.warm[0])}
     run = asyncio.run(replay(target, plan.requests, plan.send_at, options, timing=timing_info, on_done=progress))

@@ -227,7 +227,7 @@ class WorkerStats(_message.Message):
     def __init__(self, address: _Optional[str] = ..., pool: _Optional[str] = ..., model_id: _Optional[str] = ..., family: _Optional[str] = ..., healthy: _Optional[bool] = ..., in_flight: _Optional[int] = ..., capacity: _Optional[int] = ..., profiled_seconds_per_step: _Optional[float] = ..., profiled_overhead_seconds: _Optional[float] = ..., completed: _Optional[int] = ..., mean_service_seconds: _Optional[float] = ..., mean_seconds_per_step: _Optional[float] = ..., failures: _Optional[int] = ..., ejected: _Optional[bool] = ...) -> None: ...
 
 class RouterStats(_message.Message):
-    __slots__ = ("window_seconds", "requests", "request_rate_per_min", "hit_rate", "exact_repeat_rate", "k_distribution", "kappa", "outcomes", "degraded", "retries", "pools", "workers", "cache_available", "degrade_override")
+    __slots__ = ("window_seconds", "requests", "request_rate_per_min", "hit_rate", "exact_repeat_rate", "k_distribution", "kappa", "outcomes", "degraded", "retries", "pools", "workers", "cache_available", "degrade_override", "inserts_pending")
     class KDistributionEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -256,6 +256,7 @@ class RouterStats(_message.Message):
     WORKERS_FIELD_NUMBER: _ClassVar[int]
     CACHE_AVAILABLE_FIELD_NUMBER: _ClassVar[int]
     DEGRADE_OVERRIDE_FIELD_NUMBER: _ClassVar[int]
+    INSERTS_PENDING_FIELD_NUMBER: _ClassVar[int]
     window_seconds: float
     requests: int
     request_rate_per_min: float
@@ -270,7 +271,8 @@ class RouterStats(_message.Message):
     workers: _containers.RepeatedCompositeFieldContainer[WorkerStats]
     cache_available: bool
     degrade_override: DegradeState
-    def __init__(self, window_seconds: _Optional[float] = ..., requests: _Optional[int] = ..., request_rate_per_min: _Optional[float] = ..., hit_rate: _Optional[float] = ..., exact_repeat_rate: _Optional[float] = ..., k_distribution: _Optional[_Mapping[int, float]] = ..., kappa: _Optional[float] = ..., outcomes: _Optional[_Mapping[str, int]] = ..., degraded: _Optional[int] = ..., retries: _Optional[int] = ..., pools: _Optional[_Iterable[_Union[PoolStats, _Mapping]]] = ..., workers: _Optional[_Iterable[_Union[WorkerStats, _Mapping]]] = ..., cache_available: _Optional[bool] = ..., degrade_override: _Optional[_Union[DegradeState, _Mapping]] = ...) -> None: ...
+    inserts_pending: int
+    def __init__(self, window_seconds: _Optional[float] = ..., requests: _Optional[int] = ..., request_rate_per_min: _Optional[float] = ..., hit_rate: _Optional[float] = ..., exact_repeat_rate: _Optional[float] = ..., k_distribution: _Optional[_Mapping[int, float]] = ..., kappa: _Optional[float] = ..., outcomes: _Optional[_Mapping[str, int]] = ..., degraded: _Optional[int] = ..., retries: _Optional[int] = ..., pools: _Optional[_Iterable[_Union[PoolStats, _Mapping]]] = ..., workers: _Optional[_Iterable[_Union[WorkerStats, _Mapping]]] = ..., cache_available: _Optional[bool] = ..., degrade_override: _Optional[_Union[DegradeState, _Mapping]] = ..., inserts_pending: _Optional[int] = ...) -> None: ...
 
 class SetDegradeRequest(_message.Message):
     __slots__ = ("degrade_misses", "reason", "ttl_seconds", "source")

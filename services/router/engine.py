@@ -509,6 +509,10 @@ class RouterEngine:
         metrics.INSERTS.labels("ok").inc()
         log.info("inserted", extra={"request_id": result.request_id, "entry_id": entry_id})
 
+    @property
+    def inserts_pending(self) -> int:
+        return len(self._background)  # every background task is an insert
+
     async def drain_inserts(self, within_s: float) -> None:
         if self._background:
             await asyncio.wait(set(self._background), timeout=within_s)

@@ -163,6 +163,7 @@ class RouterServicer(router_pb2_grpc.RouterServicer):
             retries=snap.retries,
             cache_available=self.engine.cache_available,
             degrade_override=degrade_message(self.engine),
+            inserts_pending=self.engine.inserts_pending,
         )
         for pool in Pool:
             load = dispatcher.pool_load(pool)
