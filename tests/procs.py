@@ -32,6 +32,24 @@ def start_cache(data_dir: Path, log_dir: Path, **settings: object) -> ServicePro
     return start_module("modm.services.cache", env, log_dir / f"cache-{port}.log", port)
 
 
+def start_router(log_dir: Path, large: str, small: str, cache: str | None, **settings: object) -> ServiceProcess:
+    """A router process on a free port over these worker and cache addresses ('' for none),
+    configured through its MODM_ROUTER_* variables; discovery re-checks workers every 0.5 s."""
+    port = free_port()
+    env = {
+        "MODM_ROUTER_PORT": str(port),
+        "MODM_ROUTER_HOST": "127.0.0.1",
+        "MODM_ROUTER_LARGE_WORKERS": large,
+        "MODM_ROUTER_SMALL_WORKERS": small,
+        "MODM_ROUTER_LOG_FORMAT": "text",
+        "MODM_ROUTER_DISCOVERY_INTERVAL_S": "0.5",
+    }
+    if cache:
+        env["MODM_ROUTER_CACHE"] = cache
+    env.update({f"MODM_ROUTER_{k.upper()}": str(v) for k, v in settings.items()})
+    return start_module("modm.services.router", env, log_dir / f"router-{port}.log", port)
+
+
 def start_milvus_server(data_dir: Path, log_dir: Path, port: int | None = None) -> MilvusStandalone:
     """A real Milvus standalone server (milvus==2.3.5) on 127.0.0.1 with data in `data_dir`.
 

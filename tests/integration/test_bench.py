@@ -18,8 +18,8 @@ from modm.bench.records import Run
 from modm.bench.report import PLOTS
 from modm.bench.traces import TraceRequest, write_trace
 from modm.cli.main import app
-from modm.launch import ServiceProcess, free_port, start_module
-from tests.procs import start_cache, start_worker
+from modm.launch import ServiceProcess
+from tests.procs import start_cache, start_router, start_worker
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -42,16 +42,7 @@ def router(tiny_model: Callable[[str], Path], tmp_path_factory: pytest.TempPathF
     try:
         for proc in procs:
             proc.wait_serving(timeout=300)
-        port = free_port()
-        env = {
-            "MODM_ROUTER_PORT": str(port),
-            "MODM_ROUTER_HOST": "127.0.0.1",
-            "MODM_ROUTER_CACHE": procs[0].address,
-            "MODM_ROUTER_LARGE_WORKERS": procs[1].address,
-            "MODM_ROUTER_SMALL_WORKERS": procs[2].address,
-            "MODM_ROUTER_DISCOVERY_INTERVAL_S": "0.5",
-        }
-        procs.append(start_module("modm.services.router", env, root / "router.log", port))
+        procs.append(start_router(root, procs[1].address, procs[2].address, procs[0].address))
         procs[-1].wait_serving()
         yield procs[-1]
     finally:

@@ -30,8 +30,8 @@ from modm.client import DeadlineExceededError
 from modm.launch import ServiceProcess
 from modm.services.router.backends import WORKER_SERVICE
 from modm.v1 import common_pb2, worker_pb2, worker_pb2_grpc
-from tests.integration.test_router_stack import start_router, wait_for_pools
-from tests.procs import start_worker
+from tests.integration.test_router_stack import wait_for_pools
+from tests.procs import start_router, start_worker
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

@@ -13,8 +13,8 @@ import pytest
 
 import modm
 from modm.client import ModmClientError, ResourceExhaustedError
-from tests.integration.test_router_stack import start_router, wait_for_pools
-from tests.procs import start_worker
+from tests.integration.test_router_stack import wait_for_pools
+from tests.procs import start_router, start_worker
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

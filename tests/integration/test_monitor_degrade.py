@@ -16,10 +16,10 @@ import grpc
 import pytest
 
 import modm
-from modm.launch import ServiceProcess, free_port, start_module
+from modm.launch import ServiceProcess
 from modm.services.monitor.stats_client import StatsClient
 from modm.v1 import router_pb2, router_pb2_grpc
-from tests.procs import start_worker
+from tests.procs import start_router, start_worker
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -38,16 +38,7 @@ def stack(tiny_model: Callable[[str], Path], tmp_path_factory: pytest.TempPathFa
     try:
         for proc in procs:
             proc.wait_serving(timeout=300)
-        port = free_port()
-        env = {
-            "MODM_ROUTER_PORT": str(port),
-            "MODM_ROUTER_HOST": "127.0.0.1",
-            "MODM_ROUTER_WORKERS": f"{large.address},{small.address}",
-            "MODM_ROUTER_TOKENS_FILE": str(tokens),
-            "MODM_ROUTER_DISCOVERY_INTERVAL_S": "0.5",
-            "MODM_ROUTER_LOG_FORMAT": "text",
-        }
-        router = start_module("modm.services.router", env, root / "router.log", port)
+        router = start_router(root, "", "", None, workers=f"{large.address},{small.address}", tokens_file=tokens)
         procs.append(router)
         router.wait_serving()
         yield router, large, small, tokens

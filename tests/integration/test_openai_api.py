@@ -30,8 +30,8 @@ from PIL import Image
 import modm
 from modm.images import encode_image
 from modm.launch import ServiceProcess, free_port
-from tests.integration.test_router_stack import MINILM_KS, ORIGINAL, PARAPHRASE, start_router, wait_for_pools
-from tests.procs import start_cache, start_worker
+from tests.integration.test_router_stack import MINILM_KS, ORIGINAL, PARAPHRASE, wait_for_pools
+from tests.procs import start_cache, start_router, start_worker
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

@@ -20,8 +20,8 @@ import pytest
 
 import modm
 from modm.client import InvalidArgumentError, Queued, Started, Step, UnauthenticatedError
-from modm.launch import ServiceProcess, free_port, health_status, start_module
-from tests.procs import start_cache, start_worker
+from modm.launch import ServiceProcess, free_port, health_status
+from tests.procs import start_cache, start_router, start_worker
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -40,22 +40,6 @@ class Stack:
     router: ServiceProcess
     log_dir: Path
     metrics_port: int
-
-
-def start_router(log_dir: Path, large: str, small: str, cache: str | None, **settings: object) -> ServiceProcess:
-    port = free_port()
-    env = {
-        "MODM_ROUTER_PORT": str(port),
-        "MODM_ROUTER_HOST": "127.0.0.1",
-        "MODM_ROUTER_LARGE_WORKERS": large,
-        "MODM_ROUTER_SMALL_WORKERS": small,
-        "MODM_ROUTER_LOG_FORMAT": "text",
-        "MODM_ROUTER_DISCOVERY_INTERVAL_S": "0.5",
-    }
-    if cache:
-        env["MODM_ROUTER_CACHE"] = cache
-    env.update({f"MODM_ROUTER_{k.upper()}": str(v) for k, v in settings.items()})
-    return start_module("modm.services.router", env, log_dir / f"router-{port}.log", port)
 
 
 def wait_for_pools(client: modm.Client, pools: set[str], timeout: float = 60.0) -> None:

@@ -36,8 +36,7 @@ from modm.services.monitor.settings import MonitorSettings
 from modm.services.monitor.stats_client import StatsClient
 from modm.tls import ClientTls, open_channel
 from modm.v1 import cache_pb2, cache_pb2_grpc, worker_pb2, worker_pb2_grpc
-from tests.integration.test_router_stack import start_router
-from tests.procs import start_cache, start_worker
+from tests.procs import start_cache, start_router, start_worker
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

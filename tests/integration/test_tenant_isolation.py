@@ -22,8 +22,8 @@ import modm
 from modm.launch import ServiceProcess
 from modm.v1 import cache_pb2, cache_pb2_grpc
 from tests.integration.cache_helpers import png, started_cache
-from tests.integration.test_router_stack import start_router, wait_for_pools
-from tests.procs import start_worker
+from tests.integration.test_router_stack import wait_for_pools
+from tests.procs import start_router, start_worker
 
 # Generous: the first test's time includes starting the stack and 8 generations.
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(1200)]
