@@ -38,3 +38,8 @@ class DeadlineExceeded(ModmError):
 
 class FailedPrecondition(ModmError):
     """The request is valid but the service is not in a state to perform it."""
+
+
+class OutOfMemory(FailedPrecondition):
+    """This request's size and batch do not fit the accelerator's memory; the message names
+    them. Retrying the same request will not help; a smaller size or batch may."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
+from enum import StrEnum
 from typing import Any
 
 import grpc
@@ -20,6 +21,7 @@ from modm.errors import (
     InvalidArgument,
     ModmError,
     NotFound,
+    OutOfMemory,
     ResourceExhausted,
     Unavailable,
 )
@@ -36,6 +38,29 @@ _STATUS: dict[type[ModmError], grpc.StatusCode] = {
 }
 
 RETRY_AFTER_KEY = "retry-after-s"
+# Trailer saying why a call failed, so the router can tell a worker's fault from a request's.
+MODM_REASON_KEY = "modm-reason"
+
+
+class FailureReason(StrEnum):
+    """Values of the `modm-reason` trailer."""
+
+    QUEUE_FULL = "QUEUE_FULL"  # with RESOURCE_EXHAUSTED: retry later or elsewhere
+    OUT_OF_MEMORY = "OUT_OF_MEMORY"  # with FAILED_PRECONDITION: this size/batch does not fit
+    PIPELINE_ERROR = "PIPELINE_ERROR"  # with FAILED_PRECONDITION: the model failed on this input
+
+
+_REASON: dict[type[ModmError], FailureReason] = {
+    OutOfMemory: FailureReason.OUT_OF_MEMORY,
+}
+
+
+def reason_for(error: ModmError) -> FailureReason | None:
+    """The `modm-reason` trailer value for `error`, if its class has one."""
+    for cls in type(error).__mro__:
+        if cls in _REASON:
+            return _REASON[cls]
+    return None
 
 
 def status_for(error: ModmError) -> grpc.StatusCode:
@@ -46,10 +71,17 @@ def status_for(error: ModmError) -> grpc.StatusCode:
 
 
 async def abort_with(context: aio.ServicerContext, error: Exception, method: str) -> None:
-    """End the call with `error`'s status (RESOURCE_EXHAUSTED carries its retry-after trailer)."""
+    """End the call with `error`'s status and trailers: RESOURCE_EXHAUSTED carries retry-after,
+    and errors with a `FailureReason` carry `modm-reason`."""
     if isinstance(error, ModmError):
+        trailers: list[tuple[str, str]] = []
         if isinstance(error, ResourceExhausted):
-            context.set_trailing_metadata(((RETRY_AFTER_KEY, f"{error.retry_after_s:.3f}"),))
+            trailers.append((RETRY_AFTER_KEY, f"{error.retry_after_s:.3f}"))
+        reason = reason_for(error)
+        if reason is not None:
+            trailers.append((MODM_REASON_KEY, reason.value))
+        if trailers:
+            context.set_trailing_metadata(tuple(trailers))
         await context.abort(status_for(error), str(error))
     log.exception("unhandled error in %s", method, exc_info=error)
     await context.abort(grpc.StatusCode.INTERNAL, f"internal error: {type(error).__name__}")
