@@ -28,6 +28,10 @@ class ResourceExhausted(ModmError):
         self.retry_after_s = retry_after_s
 
 
+class QueueFull(ResourceExhausted):
+    """The service's queue is full: another replica, or this one later, can take the request."""
+
+
 class Unavailable(ModmError):
     """The service cannot serve right now (loading, draining, dependency down)."""
 
@@ -43,3 +47,7 @@ class FailedPrecondition(ModmError):
 class OutOfMemory(FailedPrecondition):
     """This request's size and batch do not fit the accelerator's memory; the message names
     them. Retrying the same request will not help; a smaller size or batch may."""
+
+
+class PipelineError(FailedPrecondition):
+    """The model failed on this input (not for lack of memory); the service itself is fine."""

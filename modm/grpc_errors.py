@@ -22,6 +22,8 @@ from modm.errors import (
     ModmError,
     NotFound,
     OutOfMemory,
+    PipelineError,
+    QueueFull,
     ResourceExhausted,
     Unavailable,
 )
@@ -52,6 +54,8 @@ class FailureReason(StrEnum):
 
 _REASON: dict[type[ModmError], FailureReason] = {
     OutOfMemory: FailureReason.OUT_OF_MEMORY,
+    PipelineError: FailureReason.PIPELINE_ERROR,
+    QueueFull: FailureReason.QUEUE_FULL,
 }
 
 
