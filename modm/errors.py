@@ -20,6 +20,14 @@ class NotFound(ModmError):
     """The named thing does not exist (or is not visible to the caller)."""
 
 
+class Unauthenticated(ModmError):
+    """The caller presented no credential, or one the service does not know."""
+
+
+class PermissionDenied(ModmError):
+    """The caller is who it says, but its credential does not allow this (another tenant)."""
+
+
 class ResourceExhausted(ModmError):
     """The service is at capacity; the caller may retry after `retry_after_s`."""
 

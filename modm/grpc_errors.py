@@ -22,9 +22,11 @@ from modm.errors import (
     ModmError,
     NotFound,
     OutOfMemory,
+    PermissionDenied,
     PipelineError,
     QueueFull,
     ResourceExhausted,
+    Unauthenticated,
     Unavailable,
 )
 
@@ -33,6 +35,8 @@ log = logging.getLogger(__name__)
 _STATUS: dict[type[ModmError], grpc.StatusCode] = {
     InvalidArgument: grpc.StatusCode.INVALID_ARGUMENT,
     NotFound: grpc.StatusCode.NOT_FOUND,
+    Unauthenticated: grpc.StatusCode.UNAUTHENTICATED,
+    PermissionDenied: grpc.StatusCode.PERMISSION_DENIED,
     ResourceExhausted: grpc.StatusCode.RESOURCE_EXHAUSTED,
     Unavailable: grpc.StatusCode.UNAVAILABLE,
     DeadlineExceeded: grpc.StatusCode.DEADLINE_EXCEEDED,
