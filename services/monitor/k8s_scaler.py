@@ -49,6 +49,7 @@ REQUIRED_RBAC: tuple[RbacRule, ...] = (
 
 Pool = Literal["large", "small"]
 Action = Literal["scaled", "unchanged", "paused", "manual", "held"]
+HELD_BACK: frozenset[Action] = frozenset({"paused", "manual", "held"})  # the monitor may not move these
 
 
 @dataclass(frozen=True)
@@ -69,6 +70,12 @@ class ScaleOutcome:
     def allocation(self) -> Allocation:
         """What the pools really have now: the next decision starts from this, not the target."""
         return Allocation(self.large.replicas, self.small.replicas)
+
+    @property
+    def held_back(self) -> str | None:
+        """Which Deployments this round left alone (paused, or held after a hand scale), or None."""
+        kept = [f"{p.deployment} {p.action}" for p in (self.large, self.small) if p.action in HELD_BACK]
+        return ", ".join(kept) or None
 
 
 @dataclass(frozen=True)

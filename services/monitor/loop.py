@@ -5,7 +5,9 @@ override (set or cleared, lapsing after `degrade_ttl_s` unless the next round re
 
 One round never raises: a failed stage is logged, counted (`modm_monitor_errors_total{stage}`)
 and reported in the round's `Iteration`; the next round starts fresh. The policy's memory
-(hysteresis) is carried from round to round.
+(hysteresis, a PID's integral) is carried from round to round, and the policy is told whether
+the scaler can follow its decisions now (`why_scaler_cannot_follow`), so it learns nothing from
+rounds whose decisions cannot take effect.
 """
 
 from __future__ import annotations
@@ -16,10 +18,10 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from modm.services.monitor import metrics
-from modm.services.monitor.observations import Allocation, Decision, Fleet, PoolProfile, Window
+from modm.services.monitor.observations import Allocation, Decision, Fleet, PoolProfile, Window, replicas_not_ready
 from modm.services.monitor.policy import Policy
 from modm.services.monitor.settings import MonitorSettings
 from modm.services.monitor.stats_client import StatsReading, aggregate
@@ -35,6 +37,15 @@ class Scaler(Protocol):
     def current(self) -> Allocation: ...
 
     def apply(self, decision: Decision) -> object: ...
+
+
+@runtime_checkable
+class HeldBack(Protocol):
+    """A scaler's outcome that can say the scaler did not follow (Kubernetes: a pool paused, or
+    held after a hand scale)."""
+
+    @property
+    def held_back(self) -> str | None: ...
 
 
 class RouterControl(Protocol):
@@ -78,6 +89,13 @@ def fleet_from(settings: MonitorSettings, gpus: int) -> Fleet:
     )
 
 
+def why_scaler_cannot_follow(window: Window, current: Allocation, *, leader: bool, held_back: str | None) -> str | None:
+    """Why decisions made now cannot take effect, or None when the scaler can follow them."""
+    if not leader:
+        return "not the leader"
+    return held_back or replicas_not_ready(window, current)
+
+
 def idle(window: Window) -> bool:
     """Nothing arrived, waits or runs: no policy learns anything from it (MoDM's rules would
     read it as all misses and move every GPU to the large pool)."""
@@ -105,6 +123,7 @@ class MonitorLoop:
         self.control = control
         self._clock = clock
         self._state = policy.initial_state()
+        self._held_back: str | None = None  # what the last applied outcome said
         self._gpus = settings.total_gpus
         self.rounds = 0
         self.last: Iteration | None = None
@@ -134,6 +153,9 @@ class MonitorLoop:
             errors["scaler"] = repr(error)
         decision, applied, outcome = None, False, None
         told: dict[str, str] = {}
+        leader = self.leader.is_leader
+        metrics.LEADER.set(1 if leader else 0)
+        cannot_follow = None
         if window is not None and current is not None:
             if self._gpus is None:  # the budget is what the Deployments had when the monitor started
                 self._gpus = max(1, current.large + current.small)
@@ -141,18 +163,21 @@ class MonitorLoop:
                 if idle(window):
                     decision = Decision(current, f"keep {current}: no request in the window, nothing to go on")
                 else:
-                    decision = self.policy.decide(window, current, fleet_from(self.settings, self._gpus), self._state)
+                    cannot_follow = why_scaler_cannot_follow(window, current, leader=leader, held_back=self._held_back)
+                    fleet = fleet_from(self.settings, self._gpus)
+                    decision = self.policy.decide(
+                        window, current, fleet, self._state, scaler_follows=cannot_follow is None
+                    )
                     self._state = decision.state
             except Exception as error:
                 errors["policy"] = repr(error)
-        leader = self.leader.is_leader
-        metrics.LEADER.set(1 if leader else 0)
         if decision is not None and current is not None:
             action = "keep" if decision.target == current else "move"
             if leader:
                 try:
                     outcome = await asyncio.to_thread(self.scaler.apply, decision)
                     applied = True
+                    self._held_back = outcome.held_back if isinstance(outcome, HeldBack) else None
                 except Exception as error:
                     errors["apply"] = repr(error)
                 if self.control is not None:
@@ -172,6 +197,7 @@ class MonitorLoop:
                     "degrade_misses": decision.degrade_misses,
                     "degrade_reason": decision.degrade_reason,
                     "leader": leader,
+                    "scaler_cannot_follow": cannot_follow,
                     "applied": applied,
                     "routers": sorted(reading.stats),
                     "unreachable_routers": reading.unreachable,

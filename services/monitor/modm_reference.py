@@ -1,4 +1,4 @@
-"""MoDM's two allocation rules, as DESIGN.md gives them, kept as references to compare against.
+"""MoDM's two allocation rules, kept as references to compare against.
 
 Both compute a target number of large GPUs from the window's rates and the profiled full-run
 latencies (`T = 60/lat` req/min per GPU), then move towards it with the same PID step:
@@ -6,6 +6,15 @@ latencies (`T = 60/lat` req/min per GPU), then move towards it with the same PID
 current count moves by `u` rounded half away from zero, and the result is clipped to the range
 (`[1, N]`, narrowed by the fleet's bounds). They know nothing of queues, switch cost or SLOs and
 never ask the router to degrade: when the load exceeds the fleet they say so and go on.
+
+What the rules read: `R` and `h` count only the requests that need a GPU. An exact repeat is
+served from the cache with no GPU work, so it is neither a hit (it would size the small pool
+for work that never reaches it) nor a miss; it leaves `R` as well, which keeps
+`W_miss = (1 - h) R` the misses and `W_hit = h R kappa` the img2img hits.
+
+Anti-windup: the integral is clamped to `INTEGRAL_LIMIT` and frozen while the scaler cannot
+follow (not the leader, a pool paused or held after a hand scale, replicas still loading), so a
+stall does not bank error that overshoots the target once the scaler moves again.
 """
 
 from __future__ import annotations
@@ -18,6 +27,8 @@ from modm.services.monitor.observations import Allocation, Decision, Fleet, Wind
 
 KP, KI, KD = 0.6, 0.05, 0.05
 DERATING = 0.9  # variant A keeps 10% of the spare capacity unused
+# |KI * I| <= 0.45 < 0.5: at the target (e = 0, D = 0) the integral alone never moves a GPU.
+INTEGRAL_LIMIT = 9.0
 
 
 @dataclass(frozen=True)
@@ -30,10 +41,15 @@ def round_half_away(x: float) -> int:
     return math.floor(abs(x) + 0.5) * (1 if x >= 0 else -1)
 
 
-def pid_step(target: int, current: int, state: PidState, low: int, high: int) -> tuple[int, PidState, float]:
-    """One smoothing step towards `target`; returns the new count, the new state and `u`."""
+def pid_step(
+    target: int, current: int, state: PidState, low: int, high: int, *, follows: bool = True
+) -> tuple[int, PidState, float]:
+    """One smoothing step towards `target`; returns the new count, the new state and `u`.
+
+    While the scaler cannot follow (`follows` false) the integral keeps its value."""
     error = target - current
-    integral = state.integral + error
+    integral = state.integral + error if follows else state.integral
+    integral = min(INTEGRAL_LIMIT, max(-INTEGRAL_LIMIT, integral))
     u = KP * error + KI * integral + KD * (error - state.previous_error)
     return min(high, max(low, current + round_half_away(u))), PidState(integral, error), u
 
@@ -45,10 +61,17 @@ class Variant(StrEnum):
 
 def quality_first_target(window: Window, gpus: int) -> tuple[int, str]:
     """Variant A: enough large GPUs for the misses, then as many more as the derated spare
-    capacity still covers the hits."""
+    capacity still covers the hits.
+
+    With `A(n) = n T_L - W_miss + (N - n) T_S` the spare capacity of `n` large GPUs, MoDM's
+    "increase n while 0.9 A(n) >= W_hit" is read as: keep the largest `n` (from
+    `n0 = ceil(W_miss / T_L)`, clamped to [1, N]) whose derated spare still covers the hits. A
+    literal `while` loop stops one higher, at the first `n` whose spare no longer covers them,
+    which would leave the hits short of GPUs by construction.
+    """
     lat_l, lat_s = window.large.profile.full_run_seconds, window.small.profile.full_run_seconds
     t_l, t_s = 60.0 / lat_l, 60.0 / lat_s
-    rate, h = window.request_rate_per_min, window.hit_rate
+    rate, h = window.gpu_requests_per_min, window.gpu_hit_rate
     w_miss, w_hit = (1.0 - h) * rate, h * rate * window.kappa
 
     def spare(n: int) -> float:
@@ -57,18 +80,19 @@ def quality_first_target(window: Window, gpus: int) -> tuple[int, str]:
     n = math.ceil(w_miss / t_l - 1e-12)
     if n > gpus:
         return gpus, f"misses {w_miss:.2f}/min need {n} large GPUs of {gpus}: overloaded (the research code stops)"
+    n = max(1, n)
     while n < gpus and DERATING * spare(n + 1) >= w_hit:
         n += 1
     why = (
         f"misses {w_miss:.2f}/min, hits {w_hit:.2f} full-run-equivalents/min; "
         f"{n} large leave {DERATING} x {spare(n):.2f}/min spare for hits"
     )
-    return max(1, n), why
+    return n, why
 
 
 def proportional_target(window: Window, gpus: int) -> tuple[int, str]:
     """Variant B: large GPUs in proportion to the misses' share of the GPU work."""
-    h, kappa = window.hit_rate, window.kappa
+    h, kappa = window.gpu_hit_rate, window.kappa
     ratio = window.small.profile.full_run_seconds / window.large.profile.full_run_seconds
     denominator = (1.0 - h) + h * kappa * ratio
     share = (1.0 - h) / denominator if denominator > 0 else 0.0
@@ -90,14 +114,17 @@ class ModmPolicy:
     def initial_state(self) -> PidState:
         return PidState()
 
-    def decide(self, window: Window, current: Allocation, fleet: Fleet, state: object) -> Decision:
+    def decide(
+        self, window: Window, current: Allocation, fleet: Fleet, state: object, *, scaler_follows: bool = True
+    ) -> Decision:
         pid = state if isinstance(state, PidState) else PidState()
         rule = quality_first_target if self.variant is Variant.QUALITY_FIRST else proportional_target
         target, why = rule(window, fleet.gpus)
         low, high = fleet.large_bounds(misses_arrive=True)
         low, high = max(1, low), max(1, high)
         target = min(high, max(low, target))
-        large, pid, u = pid_step(target, current.large, pid, low, high)
+        large, pid, u = pid_step(target, current.large, pid, low, high, follows=scaler_follows)
         allocation = fleet.split(large)
-        reason = f"{self.name}: target {target} large ({why}); PID u={u:+.2f} -> {allocation}"
+        frozen = "" if scaler_follows else ", integral frozen: the scaler cannot follow"
+        reason = f"{self.name}: target {target} large ({why}); PID u={u:+.2f}{frozen} -> {allocation}"
         return Decision(allocation, reason, state=pid)

@@ -1,9 +1,9 @@
 """What every allocation policy reads and returns: a window of the router's Stats, the fleet's
 limits, the current split and a decision that says why.
 
-The window mirrors `modm.v1.RouterStats` (see `from_router_stats` in the monitor's client, to
-come): `hit_rate` counts hits and exact repeats like the router does, `k_distribution` covers
-hits only, and per-pool speed is the measured seconds per denoising step plus a fixed overhead,
+The window mirrors `modm.v1.RouterStats` (folded over every router by `stats_client.aggregate`):
+`hit_rate` counts hits and exact repeats like the router does, `k_distribution` covers hits
+only, and per-pool speed is the measured seconds per denoising step plus a fixed overhead,
 so a full run and a hit that skips `k` steps are priced from the same two numbers.
 """
 
@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+
+from modm.reuse import kappa, remaining_share
 
 TOTAL_STEPS = 50
 
@@ -71,11 +73,9 @@ class Window:
 
     @property
     def kappa(self) -> float:
-        """Share of the steps a hit still runs: sum_k p_k (1 - k/total). 1.0 with no hit seen."""
-        total = sum(self.k_distribution.values())
-        if total <= 0:
-            return 1.0
-        return sum(p * (1.0 - k / self.total_steps) for k, p in self.k_distribution.items()) / total
+        """Share of the steps a hit still runs (`modm.reuse.kappa`); 1.0 with no hit seen."""
+        seen = kappa({(k, self.total_steps): p for k, p in self.k_distribution.items()})
+        return 1.0 if seen is None else seen
 
     @property
     def kappa_second_moment(self) -> float:
@@ -83,7 +83,7 @@ class Window:
         total = sum(self.k_distribution.values())
         if total <= 0:
             return 1.0
-        return sum(p * (1.0 - k / self.total_steps) ** 2 for k, p in self.k_distribution.items()) / total
+        return sum(p * remaining_share(k, self.total_steps) ** 2 for k, p in self.k_distribution.items()) / total
 
     @property
     def misses_per_s(self) -> float:
@@ -93,6 +93,18 @@ class Window:
     def worker_hits_per_s(self) -> float:
         """Hits that need a GPU (img2img); exact repeats are served from the cache."""
         return (self.hit_rate - self.exact_repeat_rate) * self.request_rate_per_min / 60.0
+
+    @property
+    def gpu_requests_per_min(self) -> float:
+        """Requests that need a GPU: misses (bypassed included) and img2img hits. Exact repeats
+        cost no GPU work, so they size neither pool."""
+        return (self.misses_per_s + self.worker_hits_per_s) * 60.0
+
+    @property
+    def gpu_hit_rate(self) -> float:
+        """Share of the requests that need a GPU that are img2img hits."""
+        work = self.gpu_requests_per_min
+        return self.worker_hits_per_s * 60.0 / work if work > 0 else 0.0
 
 
 @dataclass(frozen=True)
@@ -168,6 +180,17 @@ class Decision:
     degrade_reason: str = ""
     prediction: Prediction | None = None
     state: object = field(default=None, compare=False)  # the policy's memory, passed back next window
+
+
+def replicas_not_ready(window: Window, current: Allocation) -> str | None:
+    """Why the pools are not yet what the scaler last set (workers still loading or pending), or
+    None: until they are, a controller that integrates its error would wind up."""
+    behind = [
+        f"{pool.ready} of {want} {name} ready"
+        for name, pool, want in (("large", window.large, current.large), ("small", window.small, current.small))
+        if pool.ready < want
+    ]
+    return ", ".join(behind) or None
 
 
 def model_loads(current: Allocation, target: Allocation) -> int:

@@ -30,14 +30,18 @@ from modm.services.monitor.queueing import PoolForecast, Stream, forecast
 
 
 class Policy(Protocol):
-    """Pure: the same window, allocation, fleet and state always give the same decision."""
+    """Pure: the same window, allocation, fleet, state and `scaler_follows` always give the same
+    decision. `scaler_follows` is false while the last decisions cannot take effect (not the
+    leader, a pool paused or held, replicas not ready): a policy must not learn from them."""
 
     @property
     def name(self) -> str: ...
 
     def initial_state(self) -> object: ...
 
-    def decide(self, window: Window, current: Allocation, fleet: Fleet, state: object) -> Decision: ...
+    def decide(
+        self, window: Window, current: Allocation, fleet: Fleet, state: object, *, scaler_follows: bool = True
+    ) -> Decision: ...
 
 
 @dataclass(frozen=True)
@@ -76,7 +80,9 @@ class SloAwarePolicy:
     def initial_state(self) -> Hysteresis:
         return Hysteresis()
 
-    def decide(self, window: Window, current: Allocation, fleet: Fleet, state: object) -> Decision:
+    def decide(
+        self, window: Window, current: Allocation, fleet: Fleet, state: object, *, scaler_follows: bool = True
+    ) -> Decision:
         memory = state if isinstance(state, Hysteresis) else Hysteresis()
         misses_arrive = window.misses_per_s > 0 or window.large.queue_depth > 0
         low, high = fleet.large_bounds(misses_arrive)
@@ -228,7 +234,9 @@ class AllLargePolicy:
     def initial_state(self) -> None:
         return None
 
-    def decide(self, window: Window, current: Allocation, fleet: Fleet, state: object) -> Decision:
+    def decide(
+        self, window: Window, current: Allocation, fleet: Fleet, state: object, *, scaler_follows: bool = True
+    ) -> Decision:
         target = fleet.split(fleet.large_bounds(misses_arrive=True)[1])
         return Decision(target, f"all-large: {target}, the most large GPUs the bounds allow")
 

@@ -33,6 +33,7 @@ from modm.services.monitor.observations import (
     PoolProfile,
     PoolState,
     Window,
+    replicas_not_ready,
 )
 from modm.services.monitor.policy import Policy
 from modm.services.monitor.traces import Arrival
@@ -325,8 +326,9 @@ class Simulation:
         return Allocation(pools[LARGE], pools[SMALL])
 
     def _tick(self, span: float) -> None:
-        window = self._window(span)
-        decision = self.policy.decide(window, self.allocation(), self.fleet, self._state)
+        window, current = self._window(span), self.allocation()
+        follows = replicas_not_ready(window, current) is None  # as the monitor's loop tells it
+        decision = self.policy.decide(window, current, self.fleet, self._state, scaler_follows=follows)
         self._state = decision.state
         self.degrade = decision.degrade_misses
         self._apply(decision.target)

@@ -6,7 +6,9 @@ import logging
 
 import pytest
 
+from modm.services.monitor.k8s_scaler import PoolOutcome, ScaleOutcome
 from modm.services.monitor.loop import MonitorLoop
+from modm.services.monitor.modm_reference import PidState
 from modm.services.monitor.observations import Allocation, Decision, PoolProfile
 from modm.services.monitor.policy import policy_named
 from modm.services.monitor.settings import MonitorSettings
@@ -198,7 +200,9 @@ class Overloaded:
     def initial_state(self) -> None:
         return None
 
-    def decide(self, window: object, current: Allocation, fleet: object, state: object) -> Decision:
+    def decide(
+        self, window: object, current: Allocation, fleet: object, state: object, *, scaler_follows: bool = True
+    ) -> Decision:
         return Decision(current, "keep", degrade_misses=True, degrade_reason="overload: the large pool is swamped")
 
 
@@ -217,6 +221,74 @@ async def test_every_round_tells_the_routers_the_override_with_a_ttl(settings: M
     loop.leader = Follower()
     await loop.iterate()
     assert len(control.told) == 2
+
+
+class Recording:
+    """Keeps the split and records whether the loop said the scaler can follow."""
+
+    name = "recording"
+
+    def __init__(self) -> None:
+        self.follows: list[bool] = []
+
+    def initial_state(self) -> None:
+        return None
+
+    def decide(
+        self, window: object, current: Allocation, fleet: object, state: object, *, scaler_follows: bool = True
+    ) -> Decision:
+        self.follows.append(scaler_follows)
+        return Decision(current, "keep")
+
+
+class PausedScaler(FakeScaler):
+    """The Kubernetes scaler's answer when the large Deployment carries modm.io/paused."""
+
+    def apply(self, decision: Decision) -> ScaleOutcome:  # type: ignore[override]
+        self.applied.append(decision)
+        return ScaleOutcome(
+            PoolOutcome("large", "modm-worker-large", "paused", self.allocation.large, decision.target.large),
+            PoolOutcome("small", "modm-worker-small", "unchanged", self.allocation.small, decision.target.small),
+        )
+
+
+async def test_the_policy_is_told_when_the_scaler_cannot_follow(settings: MonitorSettings) -> None:
+    reading = FakeReader(StatsReading({"r1:50051": busy_hits()}))  # 2 large + 1 small ready
+    policy = Recording()
+    ready = MonitorLoop(settings, reading, FakeScaler(Allocation(2, 1)), policy)
+    await ready.iterate()
+    follower = MonitorLoop(settings, reading, FakeScaler(Allocation(2, 1)), policy)
+    follower.leader = Follower()
+    await follower.iterate()
+    loading = MonitorLoop(settings, reading, FakeScaler(Allocation(3, 1)), policy)  # a third large still loading
+    await loading.iterate()
+    paused = MonitorLoop(settings, reading, PausedScaler(Allocation(2, 1)), policy)
+    await paused.iterate()  # the outcome says paused: the next round knows it
+    await paused.iterate()
+    assert policy.follows == [True, False, False, True, False]
+
+
+async def test_a_follower_banks_no_integral(settings: MonitorSettings) -> None:
+    reading = FakeReader(StatsReading({"r1:50051": busy_hits()}))
+    loop = MonitorLoop(settings, reading, FakeScaler(Allocation(2, 1)), policy_named("modm-b"))
+    loop.leader = Follower()
+    for _ in range(3):
+        round_ = await loop.iterate()
+    assert round_.decision is not None and isinstance(round_.decision.state, PidState)
+    assert round_.decision.state.integral == 0.0
+    assert "integral frozen" in round_.decision.reason
+
+
+def test_a_scale_outcome_says_which_deployments_it_left_alone() -> None:
+    def pool(action: str) -> PoolOutcome:
+        return PoolOutcome("large", "modm-worker-large", action, 2, 3)  # type: ignore[arg-type]
+
+    small = PoolOutcome("small", "modm-worker-small", "held", 1, 1)
+    assert ScaleOutcome(pool("scaled"), small).held_back == "modm-worker-small held"
+    assert ScaleOutcome(pool("paused"), small).held_back == "modm-worker-large paused, modm-worker-small held"
+    unchanged = PoolOutcome("small", "modm-worker-small", "unchanged", 1, 1)
+    assert ScaleOutcome(pool("scaled"), unchanged).held_back is None
+    assert ScaleOutcome(pool("manual"), unchanged).held_back == "modm-worker-large manual"
 
 
 async def test_an_idle_window_keeps_the_split(settings: MonitorSettings) -> None:

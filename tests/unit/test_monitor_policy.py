@@ -9,6 +9,7 @@ import random
 import pytest
 
 from modm.services.monitor.modm_reference import (
+    INTEGRAL_LIMIT,
     ModmPolicy,
     PidState,
     Variant,
@@ -34,7 +35,9 @@ def window(
     small_s: float = SMALL_S,
     ready: Allocation = TWO_AND_TWO,
     queued: tuple[int, int] = (0, 0),
+    exact_repeats: float = 0.0,
 ) -> Window:
+    """`hit_rate` counts hits and exact repeats, as the router's Stats do."""
     return Window(
         seconds=180.0,
         request_rate_per_min=rate,
@@ -42,6 +45,7 @@ def window(
         k_distribution=k if k is not None else {20: 1.0},  # kappa 0.6
         large=PoolState(ready.large, PoolProfile.from_full_run(large_s), queued[0]),
         small=PoolState(ready.small, PoolProfile.from_full_run(small_s), queued[1]),
+        exact_repeat_rate=exact_repeats,
     )
 
 
@@ -77,12 +81,29 @@ def test_round_half_away_from_zero() -> None:
 
 
 def test_variant_a_greedy_adds_large_gpus_while_derated_spare_covers_hits() -> None:
-    # T_L = 1/min, T_S = 6/min; R = 30, h = 0.9, kappa = 0.6: W_miss = 3, W_hit = 16.2, n0 = 3.
-    # A(n) = n - 3 + (8 - n) 6 = 45 - 5n; 0.9 A(5) = 18 >= 16.2, 0.9 A(6) = 13.5 < 16.2 -> 5.
+    # "Increase n while 0.9 A(n) >= W_hit" reads as: the largest n whose derated spare still
+    # covers the hits. T_L = 1/min, T_S = 6/min, N = 8; R = 30, h = 0.9, kappa = 0.6:
+    # W_miss = 3, W_hit = 16.2, n0 = ceil(3 / 1) = 3. A(n) = n - 3 + (8 - n) 6 = 45 - 5n:
+    # 0.9 A(5) = 18 >= 16.2, 0.9 A(6) = 13.5 < 16.2 -> 5. A literal `while n: n += 1` loop
+    # would stop at 6, the first n whose spare no longer covers the hits.
     obs = window(30.0, 0.9, large_s=60.0, small_s=10.0)
     assert quality_first_target(obs, 8)[0] == 5
     # R = 20, h = 0.7: W_miss = 6, W_hit = 8.4; 0.9 A(7) = 6.3 < 8.4 -> stays at n0 = 6.
     assert quality_first_target(window(20.0, 0.7, large_s=60.0, small_s=10.0), 8)[0] == 6
+
+
+def test_exact_repeats_size_neither_pool_in_either_variant() -> None:
+    # R = 30 of which 0.5 exact repeats and 0.4 img2img hits: 15 requests/min need a GPU,
+    # h = 12/15 = 0.8. Variant A: W_miss = 3, W_hit = 12 x 0.6 = 7.2; 0.9 A(7) = 9 >= 7.2 -> 7
+    # (counting repeats as hits, W_hit = 16.2, gave 5). Variant B: share = 0.2 / (0.2 + 0.8 x
+    # 0.6 / 6) = 0.714 of 8 -> 6 (counting them, h = 0.9 gave 4).
+    obs = window(30.0, 0.9, large_s=60.0, small_s=10.0, exact_repeats=0.5)
+    assert quality_first_target(obs, 8)[0] == 7
+    assert proportional_target(obs, 8)[0] == 6
+    assert (obs.gpu_requests_per_min, obs.gpu_hit_rate) == pytest.approx((15.0, 0.8))
+    # The same GPU work without the repeats gives the same targets.
+    bare = window(15.0, 0.8, large_s=60.0, small_s=10.0)
+    assert quality_first_target(bare, 8)[0] == 7 and proportional_target(bare, 8)[0] == 6
 
 
 def test_variant_a_overloaded_clamps_to_the_fleet_and_says_so() -> None:
@@ -95,6 +116,31 @@ def test_variant_a_is_quality_first_and_never_below_one_large() -> None:
     assert quality_first_target(window(0.0, 0.0), 4)[0] == 4  # no load: every GPU large
     assert quality_first_target(window(100.0, 1.0), 4)[0] == 1  # hits only, more than fit: n0 = 0 -> 1
     assert proportional_target(window(10.0, 1.0), 4)[0] == 1
+
+
+def test_the_integral_is_clamped_so_a_long_error_does_not_overshoot() -> None:
+    # The scaler follows but the error persists for 30 windows (e.g. a pool that grows one
+    # worker per round): unclamped, I = 90 and the first window at the target would move
+    # u = 0.05 x 90 - 0.15 = 4.35 -> 4 GPUs past it.
+    state = PidState()
+    for _ in range(30):
+        _, state, _ = pid_step(4, 1, state, 1, 8)
+    assert state.integral == INTEGRAL_LIMIT
+    large, _, _ = pid_step(4, 4, state, 1, 8)
+    assert large == 4
+
+
+def test_the_integral_is_frozen_while_the_scaler_cannot_follow() -> None:
+    state = PidState(2.0, 1.0)
+    large, frozen, u = pid_step(4, 1, state, 1, 8, follows=False)
+    assert frozen == PidState(2.0, 3.0)  # the integral kept, the error remembered for D
+    assert (large, u) == (3, pytest.approx(0.6 * 3 + 0.05 * 2 + 0.05 * 2))
+    obs = window(10.0, 0.7, large_s=100.0, small_s=18.0)  # variant B wants 3 of 4
+    policy = ModmPolicy(Variant.PROPORTIONAL)
+    held = policy.decide(obs, Allocation(1, 3), Fleet(4), state, scaler_follows=False)
+    assert held.state == PidState(2.0, 2.0)
+    assert "integral frozen" in held.reason
+    assert policy.decide(obs, Allocation(1, 3), Fleet(4), state).state == PidState(4.0, 2.0)
 
 
 def test_reference_policies_respect_fleet_bounds() -> None:
@@ -171,17 +217,18 @@ def test_default_does_not_flap_on_noisy_steady_load() -> None:
 
 
 def test_default_waits_for_a_second_window_before_a_non_urgent_move() -> None:
-    # Slightly more large GPUs than needed: moving one to the small pool helps a little.
-    fleet = Fleet(16, slo_seconds=600)
-    obs = window(6.0, 0.9, ready=Allocation(12, 4))
-    first = decide(obs, Allocation(12, 4), fleet)
-    if first.target == Allocation(12, 4) and "waiting for window" in first.reason:
-        second = decide(obs, Allocation(12, 4), fleet, first.state)
-        assert second.target != Allocation(12, 4)
-        assert "confirmed" in second.reason
-    else:  # the gain is within the margin: nothing moves at all
-        assert first.target == Allocation(12, 4)
-        assert "keep" in first.reason
+    # 2 req/min, half hits, on 2 + 2: a third large GPU takes the predicted share over the SLO
+    # from 4% to 0%, a gain above the margin (0.02) but below what counts as urgent (0.05).
+    fleet = Fleet(4, slo_seconds=300)
+    obs = window(2.0, 0.5, ready=TWO_AND_TWO)
+    first = decide(obs, TWO_AND_TWO, fleet)
+    assert first.target == TWO_AND_TWO
+    assert "waiting for window 2 of 2 to confirm" in first.reason
+    second = decide(obs, TWO_AND_TWO, fleet, first.state)
+    assert second.target == Allocation(3, 1)
+    assert "(confirmed)" in second.reason
+    # Without the first window's memory the same window only starts waiting again.
+    assert decide(obs, TWO_AND_TWO, fleet).target == TWO_AND_TWO
 
 
 def test_default_prices_the_switch() -> None:

@@ -27,7 +27,9 @@ class Alternating:
     def initial_state(self) -> None:
         return None
 
-    def decide(self, window: Window, current: Allocation, fleet: Fleet, state: object) -> Decision:
+    def decide(
+        self, window: Window, current: Allocation, fleet: Fleet, state: object, *, scaler_follows: bool = True
+    ) -> Decision:
         return Decision(self.b if current == self.a else self.a, "scripted")
 
 
