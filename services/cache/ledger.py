@@ -19,7 +19,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 
 from modm.services.cache.policies import EntryMeta, EvictionKey, EvictionPolicy
-from modm.services.cache.validation import TENANT_RE
+from modm.tenants import is_tenant
 
 
 @dataclass(frozen=True)
@@ -76,7 +76,7 @@ def parse_tenant_limits(text: str) -> dict[str, TenantLimit]:
         if not sep or not sep2:
             raise ValueError(f"{item!r} is not tenant=entries:bytes")
         tenant = tenant.strip()
-        if not TENANT_RE.match(tenant):
+        if not is_tenant(tenant):
             raise ValueError(f"{item!r}: {tenant!r} is not a valid tenant id")
         if tenant in overrides:
             raise ValueError(f"tenant {tenant!r} is given twice")

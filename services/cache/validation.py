@@ -14,8 +14,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from modm.errors import InvalidArgument
+from modm.tenants import check_tenant as check_tenant  # the one tenant pattern, re-exported
 
-TENANT_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 ENTRY_ID_RE = re.compile(r"^[0-9a-f]{32}$")
 MODEL_ID_MAX = 256
 METADATA_MAX_KEYS = 32
@@ -31,17 +31,6 @@ class RequestLimits:
     max_top_k: int
     max_image_bytes: int
     max_image_pixels: int
-
-
-def check_tenant(tenant: str, field: str = "tenant") -> str:
-    if not tenant:
-        raise InvalidArgument(field, "must not be empty")
-    if not TENANT_RE.match(tenant):
-        raise InvalidArgument(
-            field,
-            "must be 1-64 characters of letters, digits, '_', '.', '-', starting with a letter or digit",
-        )
-    return tenant
 
 
 def check_entry_id(entry_id: str, field: str = "entry_id") -> str:

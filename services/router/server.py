@@ -41,11 +41,12 @@ def build_host(
     settings: RouterSettings, tokens: TokenFile | None = None, limiter: TenantRateLimiter | None = None
 ) -> ServiceHost:
     """The gRPC host; `tokens` and `limiter` (shared with the HTTP API) switch on bearer auth and
-    per-tenant rate limits."""
+    per-tenant rate limits, `tls_client_ca_file` on tenants named by client certificates."""
     interceptors: list[aio.ServerInterceptor] = []
-    if tokens is not None:
-        interceptors.append(BearerAuthInterceptor(tokens))
-    if limiter is not None:  # after auth: anonymous calls spend no tenant's tokens
+    certificates = settings.tls_client_ca_file is not None
+    if tokens is not None or certificates:
+        interceptors.append(BearerAuthInterceptor(tokens, settings.default_tenant, client_certificates=certificates))
+    if limiter is not None:  # after auth: only the resolved tenant, and no anonymous call, spends tokens
         interceptors.append(TenantRateLimitInterceptor(limiter, settings.default_tenant))
     return ServiceHost(settings, [SERVICE_NAME], interceptors=interceptors)  # TLS from settings.tls_*
 
@@ -55,7 +56,7 @@ async def serve(settings: RouterSettings, host: ServiceHost | None = None) -> No
 
     SIGTERM drains both at once: health and /readyz turn false, then each stops accepting and
     gives calls in flight `grace_seconds`."""
-    tokens = TokenFile(settings.tokens_file) if settings.tokens_file is not None else None
+    tokens = TokenFile(settings.tokens_file, settings.default_tenant) if settings.tokens_file is not None else None
     limiter = tenant_limiter(settings)
     own_host = host is None
     host = host or build_host(settings, tokens, limiter)

@@ -11,6 +11,7 @@ from pydantic_settings import NoDecode, SettingsConfigDict
 
 from modm.services.router.policy import RoutingRules
 from modm.settings import ServiceSettings
+from modm.tenants import TENANT_PATTERN
 from modm.tls import ClientTls, client_tls
 
 DEFAULT_PORT = 50051
@@ -65,7 +66,7 @@ class RouterSettings(ServiceSettings):
     insert_timeout_s: float = Field(30.0, gt=0)
     insert_hits: bool = Field(False, description="Also insert small-model refinements (hits).")
     insert_degraded: bool = Field(False, description="Also insert degraded misses (small text-to-image).")
-    default_tenant: str = Field("default", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+    default_tenant: str = Field("default", pattern=TENANT_PATTERN)
 
     # --- scheduling ---
     large_takes_hits: bool = Field(True, description="Idle large workers with no miss waiting take hits.")

@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 
 from modm.errors import InvalidArgument
 from modm.images import ImageFormat
 from modm.params import RawParams, check_format, check_guidance, check_text
 from modm.services.router.policy import CachePolicy
+from modm.tenants import check_tenant
 
-TENANT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 MAX_SEED = 2**63 - 1
 
 
@@ -65,9 +64,7 @@ def validate(raw: RawGenerate, limits: Limits, default_tenant: str) -> GenerateJ
     if params.seed is not None and not 0 <= params.seed <= MAX_SEED:
         raise InvalidArgument("params.seed", f"{params.seed} is outside [0, 2^63 - 1]")
     output_format = check_format("params.output_format", params.output_format)
-    tenant = raw.tenant or default_tenant
-    if not TENANT.match(tenant):
-        raise InvalidArgument("tenant", "must be 1-64 of [A-Za-z0-9_.-], starting with a letter or digit")
+    tenant = check_tenant(raw.tenant or default_tenant)
     if raw.cache_policy is None:
         raise InvalidArgument("cache_policy", "is not a known cache policy")
     return GenerateJob(

@@ -153,7 +153,7 @@ def secured(tiny_model: Callable[[str], Path], tmp_path_factory: pytest.TempPath
     router_as_client = ca.issue("router-client", client=True)
     client, rogue_client = ca.issue("sdk-client", client=True), rogue.issue("rogue-client", client=True)
     tokens = root / "tokens"
-    tokens.write_text("first-token\n")
+    tokens.write_text("first-token tls-a\n")  # bound to the tenant its calls name
     mtls = {"tls_cert_file": internal.cert, "tls_key_file": internal.key, "tls_client_ca_file": ca.ca_file}
     cache = start_cache(root / "cache", root, log_format="text", **mtls)
     worker = start_worker(tiny_model("sd3"), root, role="large", log_format="text", max_steps=4, warmup=False, **mtls)

@@ -62,7 +62,7 @@ def test_memory_stays_bounded_whatever_tenants_callers_invent() -> None:
 
 def test_the_interceptor_refuses_a_flooding_tenant_before_any_work(tmp_path: Path) -> None:
     tokens = tmp_path / "tokens"
-    tokens.write_text("t0k3n\n")
+    tokens.write_text("t0k3n *\n")  # an operator token: any tenant
     limiter = TenantRateLimiter(0.001, 2)  # two calls, then nothing for ~1000 s
     harness = Harness(tokens, [TenantRateLimitInterceptor(limiter, "default")])
     try:

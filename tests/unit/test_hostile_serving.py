@@ -123,7 +123,7 @@ def test_oversize_is_resource_exhausted(open_host: Harness) -> None:
 
 def test_anonymous_callers_touch_nothing_even_with_malformed_bytes(tmp_path: Path) -> None:
     tokens = tmp_path / "tokens"
-    tokens.write_text("good-token\n")
+    tokens.write_text("good-token a\n")
     harness = Harness(tokens)
     try:
         for method in ("Generate", "GenerateStream"):

@@ -87,7 +87,7 @@ def readiness() -> Readiness:
 @pytest.fixture
 def client(engine: FakeEngine, readiness: Readiness, tmp_path: Path) -> Iterator[TestClient]:
     tokens_file = tmp_path / "tokens"
-    tokens_file.write_text(f"# comment\n{TOKEN}\n")
+    tokens_file.write_text(f"# comment\n{TOKEN} default,team-a\n")
     settings = RouterSettings(large_workers=["a:1"], max_images_per_request=3, max_init_image_mb=0.5)
     app = create_app(engine, settings, TokenFile(tokens_file), readiness)  # type: ignore[arg-type]
     with TestClient(app, headers={"Authorization": f"Bearer {TOKEN}"}) as c:

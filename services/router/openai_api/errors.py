@@ -15,7 +15,9 @@ from modm.errors import (
     InvalidArgument,
     ModmError,
     NotFound,
+    PermissionDenied,
     ResourceExhausted,
+    Unauthenticated,
     Unavailable,
 )
 
@@ -75,6 +77,10 @@ def from_domain(error: ModmError) -> ApiError:
             return invalid(http_param(name), problem)
         case NotFound():
             return ApiError(404, str(error), "invalid_request_error", None, "not_found")
+        case Unauthenticated():
+            return unauthenticated(str(error))
+        case PermissionDenied():
+            return ApiError(403, str(error), "invalid_request_error", "user", "permission_denied")
         case ResourceExhausted(retry_after_s=retry):
             return ApiError(429, str(error), "rate_limit_error", None, "rate_limit_exceeded", _retry_after(retry))
         case Unavailable():
