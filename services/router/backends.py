@@ -1,12 +1,13 @@
 """The router's clients of the cache and the workers, behind small interfaces the engine uses.
 
 The engine sees domain values and two error types: `CacheError` (the cache did not answer as
-hoped; the request goes on without it) and `WorkerFailure` (carries the gRPC status name so
-`policy.is_retryable` can judge it).
+hoped; the request goes on without it) and `WorkerFailure` (carries the gRPC status name and
+the `modm-reason` trailer so `policy.classify_failure` can judge it).
 """
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Protocol
@@ -15,6 +16,7 @@ import grpc
 from grpc import aio
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from modm.grpc_errors import MODM_REASON_KEY, FailureReason
 from modm.services.router.policy import CacheDecision
 from modm.tls import ClientTls, open_channel
 from modm.v1 import cache_pb2, cache_pb2_grpc, common_pb2, worker_pb2, worker_pb2_grpc
@@ -134,11 +136,22 @@ class GrpcCache:
 
 
 class WorkerFailure(Exception):
-    def __init__(self, address: str, code: str, message: str) -> None:
+    def __init__(self, address: str, code: str, message: str, reason: FailureReason | None = None) -> None:
         super().__init__(f"worker {address}: {code}: {message}")
         self.address = address
         self.code = code
         self.details = message
+        self.reason = reason
+
+    @classmethod
+    def of_rpc(cls, address: str, error: aio.AioRpcError) -> WorkerFailure:
+        """The failure a worker call ended with, its `modm-reason` trailer read (unknown values: None)."""
+        reason = None
+        for key, value in error.trailing_metadata() or ():
+            if key == MODM_REASON_KEY:
+                with contextlib.suppress(ValueError):
+                    reason = FailureReason(value)
+        return cls(address, error.code().name, error.details() or "", reason)
 
 
 @dataclass(frozen=True)
@@ -196,7 +209,7 @@ class GrpcWorker:
         try:
             return await self._stub.Info(worker_pb2.InfoRequest(), timeout=timeout_s)
         except aio.AioRpcError as error:
-            raise WorkerFailure(self.address, error.code().name, error.details() or "") from error
+            raise WorkerFailure.of_rpc(self.address, error) from error
 
     async def generate(
         self,
@@ -234,7 +247,7 @@ class GrpcWorker:
                 elif which == "step":
                     on_event(WorkerEvent("step", step=event.step.step, total_steps=event.step.total_steps))
         except aio.AioRpcError as error:
-            raise WorkerFailure(self.address, error.code().name, error.details() or "") from error
+            raise WorkerFailure.of_rpc(self.address, error) from error
         finally:
             call.cancel()
         raise WorkerFailure(self.address, grpc.StatusCode.UNAVAILABLE.name, "stream ended without a result")

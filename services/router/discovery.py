@@ -73,7 +73,11 @@ class Discovery:
         self.ready = asyncio.Event()
 
     def client(self, address: str) -> WorkerClient:
-        return self.clients[address]
+        """The client of a known worker; UNAVAILABLE when discovery removed it since it was chosen."""
+        found = self.clients.get(address)
+        if found is None:
+            raise WorkerFailure(address, "UNAVAILABLE", "worker was removed")
+        return found
 
     async def _expand(self, target: str) -> list[str]:
         is_dns, host, port = split_target(target)

@@ -1,6 +1,7 @@
 """The request path: validate, look up the cache once, plan, route, dispatch with retries, and
-insert misses into the cache after the reply. No gRPC server code here (the servicer is the
-edge); the cache and the workers are reached through `backends` interfaces."""
+insert misses into the cache after the reply. Identical misses in the air at once share one
+generation (`singleflight`). No gRPC server code here (the servicer is the edge); the cache and
+the workers are reached through `backends` interfaces."""
 
 from __future__ import annotations
 
@@ -10,9 +11,8 @@ import io
 import logging
 import time
 import uuid
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
 
 from PIL import Image
 
@@ -21,11 +21,15 @@ from modm.errors import (
     FailedPrecondition,
     InvalidArgument,
     ModmError,
+    OutOfMemory,
+    PipelineError,
     ResourceExhausted,
     Unavailable,
 )
+from modm.grpc_errors import FailureReason
 from modm.images import ImageFormat, decode_image, encode_image
-from modm.params import FORMAT_FROM_PROTO, FORMAT_TO_PROTO
+from modm.params import FORMAT_FROM_PROTO, FORMAT_TO_PROTO, read_params
+from modm.services.cache.validation import fingerprint
 from modm.services.router import metrics
 from modm.services.router.backends import (
     CacheBackend,
@@ -37,25 +41,31 @@ from modm.services.router.backends import (
 from modm.services.router.discovery import Discovery
 from modm.services.router.dispatch import Dispatcher
 from modm.services.router.policy import (
+    UNEXPLAINED_CODES,
+    CachePolicy,
     DegradeOverride,
+    FailureKind,
     Outcome,
     Plan,
     Pool,
     Reject,
     Route,
     as_miss,
+    as_shared,
     attempt_timeout,
     backoff_seconds,
+    classify_failure,
     degrade_override,
     effective_deadline,
     hit_steps,
-    is_retryable,
     may_retry,
     plan_request,
     route,
     should_insert,
+    should_retry,
 )
 from modm.services.router.settings import RouterSettings
+from modm.services.router.singleflight import SingleFlight
 from modm.services.router.validation import GenerateJob, Limits, RawGenerate, validate
 from modm.services.router.window import RequestRecord, ServiceRecord, SlidingWindow, WindowSnapshot
 from modm.v1 import common_pb2
@@ -139,8 +149,21 @@ def new_request_id() -> str:
     return uuid.uuid4().hex
 
 
-def _worker_error(failure: WorkerFailure) -> ModmError:
-    """A worker's non-retryable refusal, as the router's own error (fields keep their names)."""
+# Requests that generate the same image: the tenant and the cache's exact-repeat fingerprint
+# (parameters, and the seed when the request names one).
+FlightKey = tuple[str, str, str]
+
+
+def _worker_error(failure: WorkerFailure, workers: int) -> ModmError:
+    """The router's own error for a worker failure that ends the request, after it met `workers`
+    workers (fields keep their names; out of memory and pipeline errors keep their reason)."""
+    on = f"(on {workers} worker{'s' if workers != 1 else ''})"
+    if failure.reason is FailureReason.OUT_OF_MEMORY:
+        return OutOfMemory(f"{failure.details} {on}")
+    if failure.reason is FailureReason.PIPELINE_ERROR:
+        return PipelineError(f"{failure.details} {on}")
+    if failure.code in UNEXPLAINED_CODES:
+        return ModmError(f"the request failed {on}: {failure.code}: {failure.details}")
     if failure.code == "INVALID_ARGUMENT":
         name, sep, problem = failure.details.partition(": ")
         return InvalidArgument(name, problem) if sep else InvalidArgument("params", failure.details)
@@ -166,6 +189,7 @@ class RouterEngine:
         self.cache_available = cache is not None
         self._background: set[asyncio.Task[None]] = set()
         self.degrade = DegradeOverride()  # the monitor's override (SetDegrade)
+        self.flights: SingleFlight[FlightKey, RouterResult] = SingleFlight(settings.singleflight_max_waiters)
 
     # --- the request path ---------------------------------------------------------------
 
@@ -215,25 +239,79 @@ class RouterEngine:
         if plan.needs_image:
             cached, plan = await self._fetch(job, plan, deadline, timings)
         if plan.outcome is Outcome.EXACT_REPEAT and cached is not None:
-            image, fmt = _reencode(cached.data, job.output_format)
-            return RouterResult(
-                request_id=request_id,
-                tenant=job.tenant,
-                image=image,
-                output_format=fmt,
-                width=cached.width,
-                height=cached.height,
-                seed=cached.seed or 0,
-                steps_run=0,
-                plan=plan,
-                pool="cache",
-                model_id=cached.model_id,
-                embedder=embedder,
-                timings=timings,
-            )
+            return await self._repeat(job, request_id, plan, cached, embedder, timings)
+        key = None
+        if plan.outcome is Outcome.MISS and job.cache_policy is CachePolicy.READ_WRITE:
+            key = _flight_key(job, params)
+            shared = await self._wait_for_flight(key, deadline)
+            if shared is not None:
+                image = CachedImage(shared.image, shared.width, shared.height, shared.seed, shared.model_id)
+                note = "shared the generation of an identical request made at the same time"
+                return await self._repeat(job, request_id, as_shared(plan, note), image, embedder, timings)
         init_image = cached.data if (plan.outcome is Outcome.HIT and cached is not None) else None
-        result = await self._dispatch(job, params, plan, init_image, request_id, deadline, timings, listener)
+        chosen = self._admit(plan, deadline, job.steps or None)
+        work = self._generate(job, params, plan, chosen, init_image, request_id, deadline, timings, listener)
+        if key is None:
+            result = await work
+        else:
+            result = await self.flights.lead(key, work, self._clock() + chosen.estimate_seconds)
         result.embedder = embedder
+        return result
+
+    async def _repeat(
+        self, job: GenerateJob, request_id: str, plan: Plan, image: CachedImage, embedder: str, timings: Timings
+    ) -> RouterResult:
+        """An exact repeat: a made image in the wanted format (re-encoding off the event loop)."""
+        data, fmt = await asyncio.to_thread(_reencode, image.data, job.output_format)
+        return RouterResult(
+            request_id=request_id,
+            tenant=job.tenant,
+            image=data,
+            output_format=fmt,
+            width=image.width,
+            height=image.height,
+            seed=image.seed or 0,
+            steps_run=0,
+            plan=plan,
+            pool="cache",
+            model_id=image.model_id,
+            embedder=embedder,
+            timings=timings,
+        )
+
+    async def _wait_for_flight(self, key: FlightKey, deadline: float) -> RouterResult | None:
+        """The result of an identical request generating now, when this one may wait for it;
+        None: generate on its own (no such flight, no time or room to wait, or the flight failed
+        for reasons of its own)."""
+        flight = self.flights.joinable(key, deadline)
+        if flight is None:
+            return None
+        try:
+            with metrics.SINGLEFLIGHT_WAITING.track_inprogress():
+                shared = await asyncio.wait_for(self.flights.wait(key, flight), deadline - self._clock())
+        except TimeoutError:
+            raise DeadlineExceeded("the deadline passed waiting for an identical request's generation") from None
+        except (InvalidArgument, FailedPrecondition):
+            raise  # the same input fails the same way
+        except ModmError:
+            return None  # out of time or workers under the first request's deadline: try on its own
+        metrics.SINGLEFLIGHT_SHARED.inc()
+        return shared
+
+    async def _generate(
+        self,
+        job: GenerateJob,
+        params: common_pb2.GenerationParams,
+        plan: Plan,
+        chosen: Route,
+        init_image: bytes | None,
+        request_id: str,
+        deadline: float,
+        timings: Timings,
+        listener: Listener | None,
+    ) -> RouterResult:
+        """Dispatch, then schedule the output's insert into the cache."""
+        result = await self._dispatch(job, params, plan, chosen, init_image, request_id, deadline, timings, listener)
         insert = should_insert(
             plan.outcome,
             job.cache_policy,
@@ -246,8 +324,7 @@ class RouterEngine:
             insert_params.CopyFrom(params)
             insert_params.seed = result.seed
             insert_params.ClearField("output_format")
-            self._spawn(self._insert(job, result, insert_params))
-            result.insert_scheduled = True
+            result.insert_scheduled = self._schedule_insert(job, result, insert_params)
         return result
 
     async def _serve_edit(
@@ -269,7 +346,8 @@ class RouterEngine:
         params = _worker_params(job, job.width, job.height, job.guidance_scale)
         note = "the caller's image, not the cache's"
         as_hit = Plan(Outcome.HIT, strength=init.strength, note=note)
-        result = await self._dispatch(job, params, as_hit, init.data, request_id, deadline, timings, listener)
+        chosen = self._admit(as_hit, deadline, job.steps or None)
+        result = await self._dispatch(job, params, as_hit, chosen, init.data, request_id, deadline, timings, listener)
         result.plan = Plan(Outcome.BYPASSED, strength=init.strength, note=note)
         return result
 
@@ -331,21 +409,19 @@ class RouterEngine:
         job: GenerateJob,
         params: common_pb2.GenerationParams,
         plan: Plan,
+        chosen: Route,
         init_image: bytes | None,
         request_id: str,
         deadline: float,
         timings: Timings,
         listener: Listener | None,
     ) -> RouterResult:
+        """Run the request on a worker of `chosen`'s pool, retrying failures as
+        `policy.classify_failure` judges them, until it succeeds or must give up."""
         steps = job.steps or None
-        chosen = self._route(plan, deadline, steps)
-        if isinstance(chosen, Reject):
-            if chosen.retry_after_s is None:
-                raise Unavailable(chosen.reason)
-            raise ResourceExhausted(chosen.reason, chosen.retry_after_s)
         excluded: set[str] = set()
         attempt = 0
-        last_error: WorkerFailure | None = None
+        request_faults = 0
         while True:
             attempt += 1
             degraded = chosen.degraded
@@ -398,25 +474,27 @@ class RouterEngine:
                     ),
                     on_event=on_event,
                 )
-            except (WorkerFailure, KeyError) as error:
-                failure = (
-                    error
-                    if isinstance(error, WorkerFailure)
-                    else WorkerFailure(worker.address, "UNAVAILABLE", "worker was removed")
-                )
+            except WorkerFailure as failure:
                 self.window.record_service(
                     ServiceRecord(self._clock(), worker.address, self._clock() - t_gen, 0, failed=True)
                 )
-                if not is_retryable(failure.code):
-                    raise _worker_error(failure) from None
-                last_error = failure
+                last_error, kind = failure, classify_failure(failure.code, failure.reason)
+                request_faults += kind is FailureKind.REQUEST
                 excluded.add(worker.address)
-                if failure.code != "RESOURCE_EXHAUSTED":
+                if kind.ejects:
                     self.dispatcher.mark_unhealthy(worker.address)
                 log.warning(
                     "worker attempt failed",
-                    extra={"request_id": request_id, "worker": worker.address, "code": failure.code},
+                    extra={
+                        "request_id": request_id,
+                        "worker": worker.address,
+                        "code": failure.code,
+                        "reason": failure.reason,
+                        "kind": str(kind),
+                    },
                 )
+                if not should_retry(kind, request_faults):
+                    raise _worker_error(failure, len(excluded)) from None
             else:
                 self.dispatcher.mark_succeeded(worker.address)
                 elapsed = self._clock() - t_gen
@@ -449,15 +527,32 @@ class RouterEngine:
             if remaining <= 0:
                 raise DeadlineExceeded(f"deadline passed after {attempt} attempt(s): {last_error}")
             if not may_retry(attempt, max_attempts=self.settings.max_attempts, remaining_s=remaining, backoff_s=pause):
-                if attempt >= self.settings.max_attempts:
-                    raise Unavailable(f"all {attempt} worker attempts failed; last: {last_error}")
-                raise DeadlineExceeded(f"no time left to retry after {attempt} attempt(s): {last_error}")
-            metrics.RETRIES.labels(last_error.code if last_error else "UNKNOWN").inc()
+                if attempt < self.settings.max_attempts:
+                    raise DeadlineExceeded(f"no time left to retry after {attempt} attempt(s): {last_error}")
+                if kind is FailureKind.REQUEST:
+                    raise _worker_error(last_error, len(excluded))
+                raise Unavailable(f"all {attempt} worker attempts failed; last: {last_error}")
+            metrics.RETRIES.labels(last_error.code).inc()
             await asyncio.sleep(pause)
             rerouted = self._route(plan, deadline, steps)
             if isinstance(rerouted, Route):
                 chosen = rerouted  # may now degrade to the small pool
             # else: keep the pool and wait in its queue; a worker may come back before the deadline
+            if kind is FailureKind.REQUEST and not self._another_worker(chosen.pool, excluded):
+                raise _worker_error(last_error, len(excluded))  # its one retry must go elsewhere
+
+    def _admit(self, plan: Plan, deadline: float, steps: int | None) -> Route:
+        """The pool to serve `plan`, or the refusal: RESOURCE_EXHAUSTED with a retry hint when
+        nothing can serve it in time, UNAVAILABLE when no worker exists."""
+        chosen = self._route(plan, deadline, steps)
+        if isinstance(chosen, Reject):
+            if chosen.retry_after_s is None:
+                raise Unavailable(chosen.reason)
+            raise ResourceExhausted(chosen.reason, chosen.retry_after_s)
+        return chosen
+
+    def _another_worker(self, pool: Pool, excluded: set[str]) -> bool:
+        return any(w.address not in excluded for w in self.dispatcher.usable(pool))
 
     def _route(self, plan: Plan, deadline: float, steps: int | None) -> Route | Reject:
         return route(
@@ -484,10 +579,17 @@ class RouterEngine:
 
     # --- after the reply ----------------------------------------------------------------
 
-    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
-        task = asyncio.create_task(coro)
+    def _schedule_insert(self, job: GenerateJob, result: RouterResult, params: common_pb2.GenerationParams) -> bool:
+        """Insert after the reply, unless `max_pending_inserts` are pending already (a cache too
+        slow to keep up must not pile up images in memory): then the output is not cached."""
+        if len(self._background) >= self.settings.max_pending_inserts:
+            metrics.INSERTS.labels("dropped").inc()
+            log.warning("insert dropped: too many pending", extra={"request_id": result.request_id})
+            return False
+        task = asyncio.create_task(self._insert(job, result, params))
         self._background.add(task)
         task.add_done_callback(self._background.discard)
+        return True
 
     async def _insert(self, job: GenerateJob, result: RouterResult, params: common_pb2.GenerationParams) -> None:
         assert self.cache is not None
@@ -585,6 +687,12 @@ def _worker_params(job: GenerateJob, width: int, height: int, guidance: float | 
     if job.seed is not None:
         params.seed = job.seed
     return params
+
+
+def _flight_key(job: GenerateJob, params: common_pb2.GenerationParams) -> FlightKey:
+    raw = read_params(params)
+    fp = fingerprint(job.prompt, raw.negative_prompt, raw.width, raw.height, raw.steps, raw.guidance_scale, raw.seed)
+    return job.tenant, fp.key, fp.seed
 
 
 def _reencode(data: bytes, wanted: ImageFormat) -> tuple[bytes, ImageFormat]:

@@ -33,7 +33,18 @@ WORKERS = Gauge("modm_router_workers", "Healthy workers, per pool.", ["pool"])
 DEGRADED = Counter("modm_router_degraded_total", "Misses served by the small pool's text-to-image.")
 RETRIES = Counter("modm_router_retries_total", "Worker attempts retried after a failure, by status.", ["code"])
 CACHE_ERRORS = Counter("modm_router_cache_errors_total", "Cache calls that failed, by call.", ["call"])
-INSERTS = Counter("modm_router_inserts_total", "Cache inserts after the reply, by result.", ["result"])
+INSERTS = Counter(
+    "modm_router_inserts_total",
+    "Cache inserts after the reply, by result (ok, error, dropped: max_pending_inserts were pending).",
+    ["result"],
+)
+SINGLEFLIGHT_SHARED = Counter(
+    "modm_router_singleflight_shared_total",
+    "Requests answered with the image of an identical request generated at the same time.",
+)
+SINGLEFLIGHT_WAITING = Gauge(
+    "modm_router_singleflight_waiting", "Requests waiting now for an identical request's generation."
+)
 CACHE_UP = Gauge("modm_router_cache_available", "1 while the last cache call succeeded.")
 HTTP_REQUESTS = Counter(
     "modm_router_http_requests_total",

@@ -9,7 +9,8 @@
   client's deadline.
 - `DegradeOverride`: the monitor's overload override, validated and lapsing after its TTL.
 - `choose_worker`: least outstanding work, never above a worker's advertised capacity.
-- retry and deadline arithmetic.
+- `classify_failure`: whose fault a failed attempt was (the worker's, the request's, a full
+  queue's), which decides retries and ejection; retry and deadline arithmetic.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from modm.errors import InvalidArgument
+from modm.grpc_errors import FailureReason
 
 
 class CachePolicy(StrEnum):
@@ -116,6 +118,20 @@ def plan_request(policy: CachePolicy, decision: CacheDecision | None, *, cache_n
 def as_miss(plan: Plan, note: str) -> Plan:
     """A hit or repeat whose cached image could not be fetched is served as a miss."""
     return Plan(Outcome.MISS, similarity=plan.similarity, cache_available=plan.cache_available, note=note)
+
+
+def as_shared(plan: Plan, note: str) -> Plan:
+    """A miss answered with the image an identical request generated at the same time: an exact
+    repeat, though the cache could not have known it yet."""
+    return Plan(
+        Outcome.EXACT_REPEAT,
+        similarity=1.0,
+        skipped_steps=plan.total_steps,
+        total_steps=plan.total_steps,
+        strength=0.0,
+        cache_available=plan.cache_available,
+        note=note,
+    )
 
 
 def should_insert(
@@ -341,14 +357,49 @@ def degrade_override(degrade: bool, reason: str, source: str, ttl_s: float, *, n
 
 # --- retries and deadlines -----------------------------------------------------------------
 
-# Worker status codes after which another worker may well succeed.
-RETRYABLE_CODES = frozenset(
-    {"UNAVAILABLE", "RESOURCE_EXHAUSTED", "CANCELLED", "UNKNOWN", "INTERNAL", "DEADLINE_EXCEEDED", "ABORTED"}
-)
+
+class FailureKind(StrEnum):
+    """Whose fault a failed worker attempt was, which decides what the router does next."""
+
+    WORKER = "worker"  # the worker is broken (crashed, hung, gone): retry elsewhere; counts toward ejection
+    REQUEST = "request"  # this request broke the attempt (out of memory, pipeline error): one retry elsewhere
+    BUSY = "busy"  # the worker's queue is full: retry until the deadline
+    FINAL = "final"  # the request is refused as it is (bad input): no retry
+
+    @property
+    def ejects(self) -> bool:
+        """Whether it counts toward taking the worker out of rotation: a request that fails
+        every worker it meets must not empty the pool."""
+        return self is FailureKind.WORKER
 
 
-def is_retryable(code: str) -> bool:
-    return code in RETRYABLE_CODES
+WORKER_FAULT_CODES = frozenset({"UNAVAILABLE", "DEADLINE_EXCEEDED", "CANCELLED", "ABORTED"})
+REQUEST_FAULT_REASONS = frozenset({FailureReason.OUT_OF_MEMORY, FailureReason.PIPELINE_ERROR})
+# Without a reason these say nothing of the worker's health: an error this request triggered.
+UNEXPLAINED_CODES = frozenset({"INTERNAL", "UNKNOWN"})
+# A per-request failure is tried on one other worker, never more.
+MAX_REQUEST_FAULT_RETRIES = 1
+
+
+def classify_failure(code: str, reason: FailureReason | None) -> FailureKind:
+    """Judge a worker attempt's status name and `modm-reason` trailer."""
+    if reason in REQUEST_FAULT_REASONS:
+        return FailureKind.REQUEST
+    if code == "RESOURCE_EXHAUSTED":
+        return FailureKind.BUSY
+    if code in WORKER_FAULT_CODES:
+        return FailureKind.WORKER
+    if code in UNEXPLAINED_CODES:
+        return FailureKind.REQUEST
+    return FailureKind.FINAL
+
+
+def should_retry(kind: FailureKind, request_faults: int) -> bool:
+    """Whether to try again after a failure of `kind`, `request_faults` being the per-request
+    failures so far, this one included (attempts and time permitting: `may_retry`)."""
+    if kind is FailureKind.FINAL:
+        return False
+    return kind is not FailureKind.REQUEST or request_faults <= MAX_REQUEST_FAULT_RETRIES
 
 
 def backoff_seconds(attempt: int, *, base: float, cap: float) -> float:

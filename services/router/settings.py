@@ -66,6 +66,12 @@ class RouterSettings(ServiceSettings):
     insert_timeout_s: float = Field(30.0, gt=0)
     insert_hits: bool = Field(False, description="Also insert small-model refinements (hits).")
     insert_degraded: bool = Field(False, description="Also insert degraded misses (small text-to-image).")
+    max_pending_inserts: int = Field(
+        256, ge=1, description="Inserts waiting to be sent after their reply; beyond it an output is not cached."
+    )
+    singleflight_max_waiters: int = Field(
+        64, ge=0, description="Identical misses that may wait for one generation; 0 turns single-flight off."
+    )
     default_tenant: str = Field("default", pattern=TENANT_PATTERN)
 
     # --- scheduling ---

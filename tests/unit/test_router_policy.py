@@ -8,10 +8,12 @@ import math
 import pytest
 
 from modm.errors import InvalidArgument
+from modm.grpc_errors import FailureReason
 from modm.services.router.policy import (
     CacheDecision,
     CachePolicy,
     DegradeOverride,
+    FailureKind,
     Outcome,
     Plan,
     Pool,
@@ -21,17 +23,19 @@ from modm.services.router.policy import (
     RoutingRules,
     WorkerLoad,
     as_miss,
+    as_shared,
     attempt_timeout,
     backoff_seconds,
     choose_worker,
+    classify_failure,
     degrade_override,
     effective_deadline,
     hit_steps,
-    is_retryable,
     may_retry,
     plan_request,
     route,
     should_insert,
+    should_retry,
 )
 
 
@@ -286,9 +290,40 @@ def test_request_steps_shape_the_estimate() -> None:
 # --- retries and deadlines ----------------------------------------------------------------
 
 
-def test_retryable_codes() -> None:
-    assert is_retryable("UNAVAILABLE") and is_retryable("RESOURCE_EXHAUSTED")
-    assert not is_retryable("INVALID_ARGUMENT") and not is_retryable("UNAUTHENTICATED")
+@pytest.mark.parametrize(
+    ("code", "reason", "kind"),
+    [
+        ("UNAVAILABLE", None, FailureKind.WORKER),  # crashed or NOT_SERVING
+        ("DEADLINE_EXCEEDED", None, FailureKind.WORKER),  # hung
+        ("CANCELLED", None, FailureKind.WORKER),
+        ("RESOURCE_EXHAUSTED", FailureReason.QUEUE_FULL, FailureKind.BUSY),
+        ("RESOURCE_EXHAUSTED", None, FailureKind.BUSY),
+        ("FAILED_PRECONDITION", FailureReason.OUT_OF_MEMORY, FailureKind.REQUEST),
+        ("FAILED_PRECONDITION", FailureReason.PIPELINE_ERROR, FailureKind.REQUEST),
+        ("INTERNAL", None, FailureKind.REQUEST),  # says nothing of the worker's health
+        ("UNKNOWN", None, FailureKind.REQUEST),
+        ("INVALID_ARGUMENT", None, FailureKind.FINAL),
+        ("FAILED_PRECONDITION", None, FailureKind.FINAL),
+        ("UNAUTHENTICATED", None, FailureKind.FINAL),
+    ],
+)
+def test_failures_are_classified_by_whose_fault_they_are(
+    code: str, reason: FailureReason | None, kind: FailureKind
+) -> None:
+    assert classify_failure(code, reason) is kind
+    assert kind.ejects == (kind is FailureKind.WORKER)  # only a broken worker counts toward ejection
+
+
+def test_a_per_request_failure_is_retried_once_and_a_worker_failure_until_attempts_run_out() -> None:
+    assert should_retry(FailureKind.REQUEST, 1) and not should_retry(FailureKind.REQUEST, 2)
+    assert should_retry(FailureKind.WORKER, 5) and should_retry(FailureKind.BUSY, 5)
+    assert not should_retry(FailureKind.FINAL, 0)
+
+
+def test_a_shared_generation_is_an_exact_repeat() -> None:
+    shared = as_shared(plan_request(CachePolicy.READ_WRITE, decision(similarity=0.3)), "shared")
+    assert shared.outcome is Outcome.EXACT_REPEAT and not shared.needs_worker
+    assert (shared.similarity, shared.strength, shared.skipped_steps, shared.note) == (1.0, 0.0, 50, "shared")
 
 
 def test_backoff_doubles_up_to_the_cap() -> None:
