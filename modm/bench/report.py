@@ -3,7 +3,7 @@
 Numbers per run: throughput (completed requests over the time from the first send to the last
 reply), latency as the client saw it (mean, p50, p99), serving time (latency less the wait in
 the router's queue), the share of requests over the SLO (errors count as over), outcomes,
-hit rate and the k distribution. Across runs: the speedup of modm over large-only in mean
+hit rate, the k distribution and the denoising steps each pool ran (the work, apart from time). Across runs: the speedup of modm over large-only in mean
 latency, mean serving time and throughput, next to the bound (`modm.bench.bound`).
 """
 
@@ -67,6 +67,7 @@ def summarize(run: Run, slo_s: float) -> dict[str, Any]:
         else None,
         "outcomes": dict(Counter(r.outcome for r in ok)),
         "pools": dict(Counter(r.pool for r in ok)),
+        "steps_by_pool": steps_by_pool(ok),
         "hit_rate": round(hit_rate_of(records), 4),
         "kappa": round(kappa_of(records), 4),
         "k_distribution": {str(k): round(n / len(hits), 4) for k, n in sorted(ks.items())} if hits else {},
@@ -84,6 +85,14 @@ def summarize(run: Run, slo_s: float) -> dict[str, Any]:
 
         summary["clip_score_by_outcome"] = mean_by(scored)  # type: ignore[arg-type]
     return summary
+
+
+def steps_by_pool(records: Sequence[RequestRecord]) -> dict[str, int]:
+    """Denoising steps each pool ran for these requests: the GPU work, whatever the timings."""
+    steps: Counter[str] = Counter()
+    for r in records:
+        steps[r.pool] += r.steps_run
+    return dict(steps)
 
 
 def _round(value: float | None, digits: int = 4) -> float | None:
@@ -193,7 +202,9 @@ def markdown(report: dict[str, Any]) -> str:
         )
     lines.append("")
     for mode, s in runs.items():
-        lines.append(f"- **{mode}**: outcomes {s['outcomes']}, pools {s['pools']}")
+        lines.append(
+            f"- **{mode}**: outcomes {s['outcomes']}, pools {s['pools']}, denoising steps by pool {s['steps_by_pool']}"
+        )
         if s["k_distribution"]:
             lines.append(f"  - k distribution (share of hits by steps skipped of 50): {s['k_distribution']}")
         if s.get("clip_score_by_outcome"):
@@ -221,8 +232,9 @@ def markdown(report: dict[str, Any]) -> str:
         bound = comparison.get("bound")
         if bound:
             lines.append(
-                f"- bound 1/((1-h) + h kappa c) = **{bound['speedup']}x** with h = {bound['hit_rate']}, "
-                f"kappa = {bound['kappa']} (exact repeats run 0 steps), c = {bound['cost_ratio']} "
+                f"- bound 1/((1-h) + h_i kappa c) = **{bound['speedup']}x** with h = {bound['hit_rate']} reused, "
+                f"h_i = {bound['img2img_rate']} of them img2img hits (exact repeats run no step), "
+                f"kappa = {bound['kappa']} (share of its steps a hit still runs), c = {bound['cost_ratio']} "
                 f"(small / large seconds per step, {_C_SOURCES[bound['cost_ratio_source']]})"
             )
         served = comparison.get("bound_with_served_c")

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from modm.reuse import kappa, remaining_share
+from modm import reuse
 
 TOTAL_STEPS = 50
 
@@ -74,7 +74,7 @@ class Window:
     @property
     def kappa(self) -> float:
         """Share of the steps a hit still runs (`modm.reuse.kappa`); 1.0 with no hit seen."""
-        seen = kappa({(k, self.total_steps): p for k, p in self.k_distribution.items()})
+        seen = reuse.kappa({(k, self.total_steps): p for k, p in self.k_distribution.items()})
         return 1.0 if seen is None else seen
 
     @property
@@ -83,7 +83,7 @@ class Window:
         total = sum(self.k_distribution.values())
         if total <= 0:
             return 1.0
-        return sum(p * remaining_share(k, self.total_steps) ** 2 for k, p in self.k_distribution.items()) / total
+        return sum(p * reuse.remaining_share(k, self.total_steps) ** 2 for k, p in self.k_distribution.items()) / total
 
     @property
     def misses_per_s(self) -> float:

@@ -10,6 +10,8 @@ import random
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from modm import reuse
+
 # Share of hits by k skipped of 50: MoDM's five rungs, weighted towards the mild ones.
 DEFAULT_K_DISTRIBUTION: Mapping[int, float] = {5: 0.15, 10: 0.25, 15: 0.25, 25: 0.2, 30: 0.15}
 
@@ -117,7 +119,8 @@ def mixture_capacity_per_min(
 ) -> float:
     """Requests per minute `gpus` GPUs can serve with the mixture, at best (every GPU busy,
     misses on the large model, hits on the small one): the capacity the scenarios scale to."""
-    total = sum(k_distribution.values())
-    kappa = sum(p * (1 - k / total_steps) for k, p in k_distribution.items()) / total
-    gpu_seconds_per_request = (1 - hit_rate) * large_s + hit_rate * kappa * small_s
+    hit_kappa = reuse.kappa({(k, total_steps): p for k, p in k_distribution.items()})
+    if hit_kappa is None:
+        raise ValueError("the k distribution is empty")
+    gpu_seconds_per_request = (1 - hit_rate) * large_s + hit_rate * hit_kappa * small_s
     return gpus * 60.0 / gpu_seconds_per_request

@@ -6,6 +6,8 @@ from __future__ import annotations
 from collections import Counter, deque
 from dataclasses import dataclass, field
 
+from modm import reuse
+
 
 @dataclass(frozen=True)
 class RequestRecord:
@@ -87,7 +89,7 @@ class SlidingWindow:
         span = min(self.window_seconds, max(now - self._started_at, 1e-9))
         k_counts = Counter(r.skipped_steps for r in hits)
         k_distribution = {k: n / len(hits) for k, n in sorted(k_counts.items())} if hits else {}
-        kappa = sum(1.0 - r.skipped_steps / r.total_steps for r in hits if r.total_steps) / len(hits) if hits else 0.0
+        hit_kappa = reuse.kappa(Counter((r.skipped_steps, r.total_steps) for r in hits if r.total_steps))
         return WindowSnapshot(
             window_seconds=self.window_seconds,
             requests=len(records),
@@ -95,7 +97,7 @@ class SlidingWindow:
             hit_rate=(len(hits) + repeats) / len(served) if served else 0.0,
             exact_repeat_rate=repeats / len(served) if served else 0.0,
             k_distribution=k_distribution,
-            kappa=kappa,
+            kappa=0.0 if hit_kappa is None else hit_kappa,
             outcomes=dict(outcomes),
             degraded=sum(1 for r in records if r.degraded),
             retries=sum(r.retries for r in records),

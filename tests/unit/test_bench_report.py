@@ -30,6 +30,7 @@ def make_run(mode: str, outcomes: list[tuple[str, int, float]], queue: float = 0
                 pool=pool,
                 skipped_steps=k,
                 total_steps=50 if outcome in ("hit", "exact_repeat") else 0,
+                steps_run={"miss": 50, "bypassed": 50, "hit": 50 - k}.get(outcome, 0),
                 timings={"total_seconds": latency, "queue_seconds": queue},
                 error="" if outcome else "RESOURCE_EXHAUSTED",
             )
@@ -71,6 +72,7 @@ def test_summary_numbers() -> None:
     assert summary["slo_violation_share"] == 0.25
     assert summary["hit_rate"] == 0.75
     assert summary["k_distribution"] == {"15": 0.5, "25": 0.5}
+    assert summary["steps_by_pool"] == {"large": 50, "small": 25 + 35, "cache": 0}
     assert summary["cost_ratio_c"] == pytest.approx(0.2)
     baseline = report.summarize(runs()["large-only"], slo_s=2.0)
     assert baseline["errors"] == {"RESOURCE_EXHAUSTED": 1}
@@ -83,10 +85,10 @@ def test_speedups_and_bound() -> None:
     comparison = data["comparison"]
     assert comparison["speedup_mean_latency"] == pytest.approx(8.0 / (6.1 / 4), rel=1e-3)
     bound = comparison["bound"]
-    assert (bound["hit_rate"], bound["cost_ratio"]) == pytest.approx((0.75, 0.2))
-    kappa = (0.5 + 0.7 + 0.0) / 3
+    assert (bound["hit_rate"], bound["img2img_rate"], bound["cost_ratio"]) == pytest.approx((0.75, 0.5, 0.2))
+    kappa = (0.5 + 0.7) / 2  # the two hits; the exact repeat is not one
     assert bound["kappa"] == pytest.approx(kappa, abs=1e-4)
-    assert bound["speedup"] == pytest.approx(1 / (0.25 + 0.75 * kappa * 0.2), abs=1e-3)
+    assert bound["speedup"] == pytest.approx(1 / (0.25 + 0.5 * kappa * 0.2), abs=1e-3)
     assert comparison["speedup_mean_latency_over_bound"] == pytest.approx(
         comparison["speedup_mean_latency"] / bound["speedup"], abs=1e-3
     )
@@ -107,7 +109,6 @@ def test_served_seconds_per_step_stand_in_for_unusable_profiles() -> None:
 
 
 def test_every_file_is_written_and_parses(tmp_path: Path) -> None:
-    pytest.importorskip("matplotlib")
     data = report.build(runs(), slo_s=2.0, trace="trace.jsonl")
     written = report.write(tmp_path, runs(), data)
     assert {p.name for p in written} == {"report.json", "report.md", *report.PLOTS}

@@ -86,8 +86,6 @@ def test_bad_knobs_are_refused(knobs: dict[str, float]) -> None:
 
 @pytest.mark.parametrize("suffix", [".jsonl", ".parquet"])
 def test_file_round_trip(tmp_path: Path, suffix: str) -> None:
-    if suffix == ".parquet":
-        pytest.importorskip("pyarrow")
     trace = [
         TraceRequest(0.0, "a fox at dusk", extra={"kind": "fresh", "topic": 0}),
         TraceRequest(1.5, "a fox at sunset", tenant="team-a", params={"steps": 4, "seed": 7}),
@@ -106,7 +104,7 @@ def test_reading_sorts_by_time_and_names_bad_lines(tmp_path: Path) -> None:
 
 
 def test_diffusiondb_metadata_becomes_a_trace(tmp_path: Path) -> None:
-    pa = pytest.importorskip("pyarrow")
+    import pyarrow as pa
     import pyarrow.parquet as pq
 
     start = datetime(2022, 8, 1, 12, 0, 0)
