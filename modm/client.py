@@ -27,6 +27,7 @@ from google.protobuf import json_format
 from grpc import aio
 from PIL import Image
 
+from modm.grpc_errors import MODM_REASON_KEY, RETRY_AFTER_KEY, FailureReason
 from modm.tls import channel_credentials
 from modm.v1 import common_pb2, router_pb2, router_pb2_grpc
 
@@ -94,23 +95,33 @@ class UnavailableError(ModmClientError):
     pass
 
 
+class FailedPreconditionError(ModmClientError):
+    """The request is valid but cannot be served as it is (e.g. the model failed on this input)."""
+
+
+class OutOfMemoryError(FailedPreconditionError):
+    """The size asked for did not fit the workers' memory (the message names size and batch);
+    the same request will fail again, a smaller size may not."""
+
+
 _ERRORS: dict[grpc.StatusCode, type[ModmClientError]] = {
     grpc.StatusCode.INVALID_ARGUMENT: InvalidArgumentError,
     grpc.StatusCode.UNAUTHENTICATED: UnauthenticatedError,
     grpc.StatusCode.DEADLINE_EXCEEDED: DeadlineExceededError,
     grpc.StatusCode.UNAVAILABLE: UnavailableError,
+    grpc.StatusCode.FAILED_PRECONDITION: FailedPreconditionError,
 }
 
 
 def _error(error: grpc.RpcError) -> ModmClientError:
     code = error.code()  # type: ignore[attr-defined]
     details = error.details() or ""  # type: ignore[attr-defined]
+    trailers = dict(error.trailing_metadata() or ())  # type: ignore[attr-defined]
     if code is grpc.StatusCode.RESOURCE_EXHAUSTED:
-        retry = None
-        for key, value in error.trailing_metadata() or ():  # type: ignore[attr-defined]
-            if key == "retry-after-s":
-                retry = float(value)
-        return ResourceExhaustedError(code.name, details, retry)
+        retry = trailers.get(RETRY_AFTER_KEY)
+        return ResourceExhaustedError(code.name, details, None if retry is None else float(retry))
+    if trailers.get(MODM_REASON_KEY) == FailureReason.OUT_OF_MEMORY:
+        return OutOfMemoryError(code.name, details)
     return _ERRORS.get(code, ModmClientError)(code.name, details)
 
 

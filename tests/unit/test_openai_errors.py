@@ -10,6 +10,7 @@ from modm.errors import (
     InvalidArgument,
     ModmError,
     NotFound,
+    OutOfMemory,
     ResourceExhausted,
     Unavailable,
 )
@@ -25,6 +26,7 @@ from modm.services.router.openai_api.errors import from_domain, from_status, fro
         (Unavailable("no worker is reachable"), 503, "server_error"),
         (DeadlineExceeded("too late"), 504, "server_error"),
         (FailedPrecondition("worker refused"), 400, "invalid_request_error"),
+        (OutOfMemory("out of memory generating 2048x2048 at batch 1 on cuda:0"), 422, "invalid_request_error"),
         (ModmError("something new"), 500, "server_error"),
     ],
 )
@@ -54,6 +56,12 @@ def test_status_and_type(error: ModmError, status: int, kind: str) -> None:
 def test_invalid_argument_names_the_http_parameter(field: str, param: str) -> None:
     mapped = from_domain(InvalidArgument(field, "is wrong"))
     assert mapped.status == 400 and mapped.param == param and mapped.message == f"{param}: is wrong"
+
+
+def test_out_of_memory_is_a_client_error_naming_the_size_never_a_rate_limit() -> None:
+    mapped = from_domain(OutOfMemory("out of memory generating 2048x2048 at batch 1 on cuda:0"))
+    assert (mapped.status, mapped.code, mapped.param) == (422, "out_of_memory", "size")
+    assert "2048x2048" in mapped.message and "Retry-After" not in mapped.headers
 
 
 def test_retry_after_is_whole_seconds_rounded_up() -> None:

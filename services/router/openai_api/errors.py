@@ -15,6 +15,7 @@ from modm.errors import (
     InvalidArgument,
     ModmError,
     NotFound,
+    OutOfMemory,
     PermissionDenied,
     ResourceExhausted,
     Unauthenticated,
@@ -87,6 +88,8 @@ def from_domain(error: ModmError) -> ApiError:
             return ApiError(503, str(error), "server_error", None, "unavailable", _retry_after(1.0))
         case DeadlineExceeded():
             return ApiError(504, str(error), "server_error", None, "timeout")
+        case OutOfMemory():  # never 429: this size does not fit, retrying the same will not help
+            return ApiError(422, str(error), "invalid_request_error", "size", "out_of_memory")
         case FailedPrecondition():
             return ApiError(400, str(error), "invalid_request_error", None, "failed_precondition")
     return ApiError(500, f"internal error: {type(error).__name__}", "server_error", None, "internal_error")
