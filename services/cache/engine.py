@@ -14,7 +14,13 @@ Consistency rules
   removes the stale vector.
 - Reconcile scans the vectors first and lists the objects second (so every scanned vector's
   object, written before it, is listed unless really gone), then removes stale vectors, orphan
-  objects, expired entries, and re-synchronises the in-memory ledger with the vector store.
+  objects, expired entries, and re-synchronises the in-memory ledger with the vector store. It
+  runs at start-up, on request, and every `reconcile_interval_seconds`.
+- An insert is pending from the moment its bytes are stored and it enters the ledger until its
+  vector is written. A pending entry is never an eviction or TTL victim, a delete of it waits
+  for its vector, and reconcile leaves it in the ledger. Once its vector is written the insert
+  evicts down to capacity (even when its caller has gone), sparing the inserts still pending:
+  capacity can be exceeded by at most the number of inserts in flight, and only while they are.
 
 The ledger (capacity, eviction order, exact-repeat index) is in memory and rebuilt from the
 vector store at start-up; hit bookkeeping is persisted every `stats_flush_seconds`, so a crash
@@ -32,8 +38,9 @@ import logging
 import time
 import uuid
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from typing import TypeVar
 
 import numpy as np
@@ -86,6 +93,14 @@ T = TypeVar("T")
 # --- the engine ---------------------------------------------------------------------------
 
 
+@dataclass
+class PendingInsert:
+    """An insert between its ledger entry and the end of its vector write."""
+
+    record: VectorRecord
+    written: asyncio.Event = field(default_factory=asyncio.Event)
+
+
 class CacheEngine:
     def __init__(
         self,
@@ -99,6 +114,7 @@ class CacheEngine:
         thresholds: ThresholdTable | None = None,
         object_prefix: str = "entries/",
         reconcile_grace_seconds: float = 300.0,
+        reconcile_interval_seconds: float = 0.0,
         stats_flush_seconds: float = 2.0,
         ttl_sweep_seconds: float | None = None,
         fault_pause_after_object_put_s: float = 0.0,
@@ -114,8 +130,8 @@ class CacheEngine:
         self.thresholds = thresholds or embedder.embedder.default_thresholds
         self.prefix = object_prefix
         self.reconcile_grace_seconds = reconcile_grace_seconds
+        self._reconcile_interval_seconds = reconcile_interval_seconds  # 0: only at start and on request
         self._stats_flush_seconds = stats_flush_seconds
-        # Default: a quarter of the TTL, between 1 s and 60 s.
         self._ttl_sweep_seconds = ttl_sweep_seconds
         self._fault_pause = fault_pause_after_object_put_s
         self._clock = clock
@@ -127,8 +143,8 @@ class CacheEngine:
         self._mutations = asyncio.Lock()  # deletes vs. stats upserts (an upsert must not resurrect)
         self._reconciling = asyncio.Lock()
         self._inflight_keys: set[str] = set()
-        # Records whose vector write is under way: an exact repeat can already be served from them.
-        self._pending: dict[str, VectorRecord] = {}
+        # Inserts whose vector write is under way: an exact repeat can already be served from them.
+        self._pending: dict[str, PendingInsert] = {}
         # Ids removed while a reconcile is between its scan and its ledger re-sync: that scan
         # may still list them, and they must not come back.
         self._removed_during_reconcile: set[str] | None = None
@@ -149,9 +165,13 @@ class CacheEngine:
         log.info("ledger loaded", extra={"entries": len(self.ledger), "bytes": self.ledger.total.bytes})
         report = await self.reconcile() if reconcile else None
         if background:
-            self._tasks.append(asyncio.create_task(self._flush_loop(), name="cache-stats-flush"))
+            self._every(self._stats_flush_seconds, self.flush_stats, "persisting hit statistics")
             if self.limits.ttl_seconds is not None:
-                self._tasks.append(asyncio.create_task(self._ttl_loop(), name="cache-ttl"))
+                # Default: a quarter of the TTL, between 1 s and 60 s.
+                period = self._ttl_sweep_seconds or min(max(self.limits.ttl_seconds / 4, 1.0), 60.0)
+                self._every(period, self.expire, "TTL sweep")
+            if self._reconcile_interval_seconds > 0:
+                self._every(self._reconcile_interval_seconds, self.reconcile, "periodic reconcile")
         return report
 
     async def close(self) -> None:
@@ -243,7 +263,7 @@ class CacheEngine:
                 continue
             pending = self._pending.get(meta.entry_id)
             if pending is not None:
-                records = [pending]
+                records = [pending.record]
             else:
                 records = await self._io(lambda m=meta: self.vectors.get([m.entry_id]), "vector get")
             if not records:
@@ -325,31 +345,27 @@ class CacheEngine:
             extra=json.dumps(extra, separators=(",", ":")),
             vector=np.asarray(vector, dtype=np.float32).tolist(),
         )
-        # Shielded: a caller that gives up mid-way must not leave the two writes half done.
-        await asyncio.shield(self._write_entry(record, new.image))
-        self.counters[tenant].inserts += 1
-        metrics.INSERTS.inc()
-        evictions = self.ledger.plan_evictions(self.limits, tenant, protect=frozenset({entry_id}))
-        if evictions:
-            await self._purge(evictions)
-        self._update_gauges()
+        # Shielded: a caller that gives up mid-way must not leave the writes or the eviction undone.
+        evictions = await asyncio.shield(self._write_entry(record, new.image))
         return InsertResult(entry_id, [e.meta.entry_id for e in evictions])
 
-    async def _write_entry(self, record: VectorRecord, data: bytes) -> None:
-        """Bytes first, then the ledger, then the vector; undo both if the vector fails.
+    async def _write_entry(self, record: VectorRecord, data: bytes) -> list[Eviction]:
+        """Bytes first, then the ledger, then the vector (undoing both if it fails), then evict.
 
         The ledger (which answers exact repeats) learns of the entry before the vector can be
         found by a search, so a repeat of the prompt right after its insert is an exact repeat,
-        never a near hit on its own image; the bytes it would serve are already stored.
+        never a near hit on its own image; the bytes it would serve are already stored. Until
+        the vector is written the entry is pending: nothing may evict or delete it.
         """
         key = record.object_key
+        pending = PendingInsert(record)
         self._inflight_keys.add(key)
         try:
             await self._io(lambda: self.objects.put(key, data, content_type_of(data)), "object put")
             if self._fault_pause:
                 log.warning("fault injection: pausing between the object and the vector write")
                 await asyncio.sleep(self._fault_pause)
-            self._pending[record.entry_id] = record
+            self._pending[record.entry_id] = pending
             self.ledger.add(self._meta_of(record))
             try:
                 await self._io(lambda: self.vectors.insert(record), "vector insert")
@@ -361,10 +377,27 @@ class CacheEngine:
         finally:
             self._pending.pop(record.entry_id, None)
             self._inflight_keys.discard(key)
+            pending.written.set()
+        self.counters[record.tenant].inserts += 1
+        metrics.INSERTS.inc()
+        evictions = self.ledger.plan_evictions(self.limits, record.tenant, protect=self._pinned(record.entry_id))
+        if evictions:
+            await self._purge(evictions)
+        self._update_gauges()
+        return evictions
+
+    def _pinned(self, *entry_ids: str) -> frozenset[str]:
+        """Entries no eviction may take: the inserts in flight, and `entry_ids`."""
+        return frozenset(self._pending).union(entry_ids)
 
     async def delete(self, tenant: str, entry_id: str) -> None:
         tenant = check_tenant(tenant)
-        meta = self._visible(tenant, check_entry_id(entry_id), owner=True)
+        entry_id = check_entry_id(entry_id)
+        meta = self._visible(tenant, entry_id, owner=True)
+        pending = self._pending.get(entry_id)
+        if pending is not None:  # an exact repeat named it already: let its vector land first
+            await pending.written.wait()
+            meta = self._visible(tenant, entry_id, owner=True)
         async with self._mutations:
             self.ledger.remove(meta.entry_id)
             self._forget([meta.entry_id])
@@ -424,13 +457,15 @@ class CacheEngine:
             raise InvalidArgument("grace_seconds", "must be a non-negative number")
         async with self._reconciling:
             now = self._clock()
-            expired = self.ledger.plan_expiry(self.limits.ttl_seconds, now)
+            expired = self.ledger.plan_expiry(self.limits.ttl_seconds, now, protect=self._pinned())
             if expired:
                 await self._purge(expired)
             seq_before_scan = self.ledger.last_seq
+            # In the ledger before the scan but maybe not yet in the vector store.
+            pending_at_scan = frozenset(self._pending)
             self._removed_during_reconcile = removed = set()
             try:
-                report = await self._reconcile_pass(now, grace, seq_before_scan, removed)
+                report = await self._reconcile_pass(now, grace, seq_before_scan, pending_at_scan, removed)
             finally:
                 self._removed_during_reconcile = None
         self._update_gauges()
@@ -439,7 +474,7 @@ class CacheEngine:
         return report
 
     async def _reconcile_pass(
-        self, now: float, grace: float, seq_before_scan: int, removed: set[str]
+        self, now: float, grace: float, seq_before_scan: int, pending_at_scan: frozenset[str], removed: set[str]
     ) -> ReconcileReport:
         """One scan-and-repair pass; the caller holds the reconcile lock."""
         rows = await self._io(lambda: list(self.vectors.scan()), "vector scan")
@@ -467,10 +502,10 @@ class CacheEngine:
                 await self._io(lambda: self.vectors.delete(sorted(doomed)), "vector delete")
                 metrics.STALE_REMOVED.inc(len(stale))
             # Re-synchronise the ledger with what the vector store holds. Entries the ledger
-            # had before the scan began were in the store then (vector before ledger).
+            # had before the scan began were in the store then, unless they were pending.
             row_ids = {r.entry_id for r in rows}
             for meta in self.ledger.entries():
-                if meta.seq <= seq_before_scan and meta.entry_id not in row_ids:
+                if meta.seq <= seq_before_scan and meta.entry_id not in row_ids | pending_at_scan:
                     self.ledger.remove(meta.entry_id)
             skip = doomed | removed
             for row in rows:
@@ -534,9 +569,11 @@ class CacheEngine:
 
     async def flush_stats(self) -> int:
         """Persist hit bookkeeping of entries hit since the last flush; returns rows written."""
-        if not self._dirty:
+        # A pending entry's row is not written yet: its hits wait for the next flush.
+        ids = self._dirty - self._pending.keys()
+        if not ids:
             return 0
-        ids, self._dirty = self._dirty, set()
+        self._dirty -= ids
         updates = [
             StatsUpdate(m.entry_id, m.last_hit_at, m.hit_count, m.saved_steps)
             for i in ids
@@ -553,29 +590,24 @@ class CacheEngine:
         return len(updates)
 
     async def expire(self) -> int:
-        expired = self.ledger.plan_expiry(self.limits.ttl_seconds, self._clock())
+        expired = self.ledger.plan_expiry(self.limits.ttl_seconds, self._clock(), protect=self._pinned())
         if expired:
             await self._purge(expired)
             self._update_gauges()
         return len(expired)
 
-    async def _flush_loop(self) -> None:
-        while True:
-            await asyncio.sleep(self._stats_flush_seconds)
-            try:
-                await self.flush_stats()
-            except Exception:
-                log.exception("persisting hit statistics failed; will retry")
+    def _every(self, seconds: float, action: Callable[[], Awaitable[object]], what: str) -> None:
+        """Run `action` every `seconds` until close(); a failure is logged and retried next time."""
 
-    async def _ttl_loop(self) -> None:
-        assert self.limits.ttl_seconds is not None
-        period = self._ttl_sweep_seconds or min(max(self.limits.ttl_seconds / 4, 1.0), 60.0)
-        while True:
-            await asyncio.sleep(period)
-            try:
-                await self.expire()
-            except Exception:
-                log.exception("TTL sweep failed; will retry")
+        async def loop() -> None:
+            while True:
+                await asyncio.sleep(seconds)
+                try:
+                    await action()
+                except Exception:
+                    log.exception(f"{what} failed; will retry")
+
+        self._tasks.append(asyncio.create_task(loop(), name=f"cache: {what}"))
 
     # --- helpers ------------------------------------------------------------------------
 

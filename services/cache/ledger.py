@@ -9,12 +9,17 @@ Victims come from per-tenant heaps ordered by the policy's key, with lazy invali
 that changes an entry's key pushes a fresh item and leaves the stale one to be skipped when it
 surfaces; heaps are rebuilt when stale items outnumber live ones. A global victim is the lowest
 head among the tenants' heaps, so one eviction costs O(tenants + log entries).
+
+With a policy grace, new entries wait in a per-tenant queue (in insert order) instead of the
+heap, and move to the heap once `grace_accesses` accesses (adds and hits) have passed; a victim
+comes from the heaps while they have one, else it is the oldest entry still in grace.
 """
 
 from __future__ import annotations
 
 import heapq
 import itertools
+from collections import deque
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 
@@ -111,6 +116,8 @@ class Eviction:
 class _TenantHeap:
     def __init__(self) -> None:
         self.items: list[tuple[EvictionKey, str]] = []
+        # Entries in grace, oldest first, as (seq, entry_id); removed ones are skipped lazily.
+        self.young: deque[tuple[int, str]] = deque()
 
 
 class Ledger:
@@ -124,6 +131,8 @@ class Ledger:
         self._by_params: dict[str, set[str]] = {}
         self._seq = itertools.count(1)
         self.last_seq = 0  # the sequence number of the latest add
+        self.accesses = 0  # adds and hits so far: the clock of the policy's grace and aging
+        self._in_grace: set[str] = set()
 
     # --- membership -------------------------------------------------------------------------
 
@@ -143,6 +152,9 @@ class Ledger:
         if meta.entry_id in self._entries:
             raise KeyError(f"entry {meta.entry_id} is already in the ledger")
         meta.seq = self.last_seq = next(self._seq)
+        self.accesses += 1
+        meta.added_at_access = self.accesses
+        self.policy.on_add(meta, self.accesses)
         self._entries[meta.entry_id] = meta
         usage = self._usage.setdefault(meta.tenant, Usage())
         usage.entries += 1
@@ -151,7 +163,11 @@ class Ledger:
         self._total.bytes += meta.size_bytes
         if meta.params_key:
             self._by_params.setdefault(meta.params_key, set()).add(meta.entry_id)
-        self._push(meta)
+        if self.policy.grace_accesses:
+            self._in_grace.add(meta.entry_id)
+            self._heaps.setdefault(meta.tenant, _TenantHeap()).young.append((meta.seq, meta.entry_id))
+        else:
+            self._push(meta)
 
     def add_all(self, metas: Iterable[EntryMeta]) -> None:
         """Load entries in the order their policy key would have seen them (oldest first)."""
@@ -163,6 +179,7 @@ class Ledger:
         if meta is None:
             return None
         self._keys.pop(entry_id, None)
+        self._in_grace.discard(entry_id)
         usage = self._usage[meta.tenant]
         usage.entries -= 1
         usage.bytes -= meta.size_bytes
@@ -186,7 +203,10 @@ class Ledger:
         meta.hit_count += 1
         meta.saved_steps += skipped_steps
         meta.last_hit_at = max(meta.last_hit_at, now)
-        self._push(meta)
+        self.accesses += 1
+        self.policy.on_hit(meta, skipped_steps, self.accesses)
+        if entry_id not in self._in_grace:
+            self._push(meta)
         return meta
 
     # --- accounting -------------------------------------------------------------------------
@@ -210,8 +230,9 @@ class Ledger:
     def plan_evictions(self, limits: Limits, tenant: str, protect: frozenset[str] = frozenset()) -> list[Eviction]:
         """Remove and return victims until `tenant` and the whole cache are within `limits`.
 
-        `protect` names entries that must stay (the one just inserted). The returned entries are
-        already gone from the ledger; the caller deletes their vectors and objects.
+        `protect` names entries that must stay (the one just inserted, inserts in flight); if only
+        protected entries are left the limits stay exceeded. The returned entries are already
+        gone from the ledger; the caller deletes their vectors and objects.
         """
         evicted: list[Eviction] = []
         tenant_entries, tenant_bytes = limits.for_tenant(tenant)
@@ -227,18 +248,51 @@ class Ledger:
             evicted.append(Eviction(victim, "global_capacity"))
         return evicted
 
-    def plan_expiry(self, ttl_seconds: float | None, now: float) -> list[Eviction]:
-        """Remove and return every entry older than the TTL."""
+    def plan_expiry(
+        self, ttl_seconds: float | None, now: float, protect: frozenset[str] = frozenset()
+    ) -> list[Eviction]:
+        """Remove and return every entry older than the TTL, except those in `protect`."""
         if ttl_seconds is None:
             return []
         cutoff = now - ttl_seconds
-        expired = [m.entry_id for m in self._entries.values() if m.created_at < cutoff]
+        expired = [m.entry_id for m in self._entries.values() if m.created_at < cutoff and m.entry_id not in protect]
         return [Eviction(meta, "ttl") for i in expired if (meta := self.remove(i)) is not None]
 
     def eviction_order(self, tenant: str | None = None) -> list[str]:
         """Every entry (of `tenant`, or all) in the order the policy would evict them."""
         metas = [m for m in self._entries.values() if tenant is None or m.tenant == tenant]
-        return [m.entry_id for m in sorted(metas, key=self.policy.key)]
+
+        def order(meta: EntryMeta) -> tuple[bool, EvictionKey]:
+            if self._graced(meta):
+                return (True, (meta.seq,))
+            return (False, self.policy.key(meta))
+
+        return [m.entry_id for m in sorted(metas, key=order)]
+
+    def _graced(self, meta: EntryMeta) -> bool:
+        return self.accesses - meta.added_at_access < self.policy.grace_accesses
+
+    def _end_grace(self, heap: _TenantHeap) -> None:
+        """Move the tenant's entries whose grace is over from its queue into its heap."""
+        while heap.young:
+            seq, entry_id = heap.young[0]
+            meta = self._entries.get(entry_id)
+            if meta is None or meta.seq != seq or entry_id not in self._in_grace:
+                heap.young.popleft()  # removed (or removed and added again) since
+                continue
+            if self._graced(meta):
+                return
+            heap.young.popleft()
+            self._in_grace.discard(entry_id)
+            self._push(meta)
+
+    def _oldest_in_grace(self, tenant: str, protect: frozenset[str]) -> EntryMeta | None:
+        heap = self._heaps.get(tenant)
+        for seq, entry_id in heap.young if heap is not None else ():
+            meta = self._entries.get(entry_id)
+            if meta is not None and meta.seq == seq and entry_id in self._in_grace and entry_id not in protect:
+                return meta
+        return None
 
     def _push(self, meta: EntryMeta) -> None:
         key = self.policy.key(meta)
@@ -253,10 +307,11 @@ class Ledger:
             heapq.heapify(heap.items)
 
     def _head(self, tenant: str, protect: frozenset[str]) -> tuple[EvictionKey, str] | None:
-        """The tenant's lowest live, unprotected item, discarding stale items on the way."""
+        """The tenant's lowest live, unprotected item out of grace, discarding stale items."""
         heap = self._heaps.get(tenant)
         if heap is None:
             return None
+        self._end_grace(heap)
         skipped: list[tuple[EvictionKey, str]] = []
         head = None
         while heap.items:
@@ -275,7 +330,9 @@ class Ledger:
 
     def _lowest(self, tenants: list[str], protect: frozenset[str]) -> EntryMeta | None:
         heads = [h for t in tenants if (h := self._head(t, protect)) is not None]
-        if not heads:
-            return None
-        _, entry_id = min(heads)
-        return self.remove(entry_id)
+        if heads:
+            return self.remove(min(heads)[1])
+        young = [m for t in tenants if (m := self._oldest_in_grace(t, protect)) is not None]
+        if young:
+            return self.remove(min(young, key=lambda m: m.seq).entry_id)
+        return None

@@ -3,101 +3,17 @@
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import io
 import threading
-from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Iterator
 
-import numpy as np
 import pytest
-from PIL import Image
 
 from modm.errors import InvalidArgument, NotFound, Unavailable
-from modm.services.cache.embedders import BatchingEmbedder, Embedder
-from modm.services.cache.engine import CacheEngine
 from modm.services.cache.ledger import Limits, TenantLimit
-from modm.services.cache.memory import MemoryObjectStore, MemoryVectorStore
+from modm.services.cache.memory import MemoryObjectStore
 from modm.services.cache.model import GenParams, LookupQuery, NewEntry
-from modm.services.cache.policies import policy_named
 from modm.services.cache.stores import ObjectInfo, VectorRecord
-from modm.services.cache.thresholds import table
-from modm.services.cache.validation import RequestLimits
-
-DIM = 64
-
-
-class WordsEmbedder(Embedder):
-    """Bag of hashed words: prompts sharing words are similar, disjoint ones orthogonal-ish."""
-
-    name = "words"
-    dim = DIM
-    insert_input = "prompt"
-    default_thresholds = table((0.95, 30), (0.7, 10), (0.5, 5))
-
-    def __init__(self) -> None:
-        self.calls: list[int] = []
-
-    def embed_texts(self, texts: Sequence[str]) -> np.ndarray:
-        self.calls.append(len(texts))
-        out = np.zeros((len(texts), DIM), dtype=np.float32)
-        for row, text in enumerate(texts):
-            for word in text.lower().split():
-                out[row, int(hashlib.sha1(word.encode()).hexdigest(), 16) % DIM] += 1.0
-        return out / np.linalg.norm(out, axis=1, keepdims=True)
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1_000_000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
-def png(color: tuple[int, int, int] = (200, 10, 10), size: int = 16) -> bytes:
-    buf = io.BytesIO()
-    Image.new("RGB", (size, size), color).save(buf, format="PNG")
-    return buf.getvalue()
-
-
-class Harness:
-    def __init__(self, **kw: object) -> None:
-        self.clock = Clock()
-        self.vectors = MemoryVectorStore(DIM)
-        self.objects = MemoryObjectStore(self.clock)
-        self.words = WordsEmbedder()
-        self.kw = kw
-        self.engine = self.make()
-
-    def make(self) -> CacheEngine:
-        kw = dict(self.kw)
-        limits = kw.pop("limits", Limits())
-        policy = policy_named(str(kw.pop("policy", "fifo")))
-        return CacheEngine(
-            self.vectors,
-            self.objects,
-            BatchingEmbedder(self.words, max_batch=16, window_ms=5),
-            policy=policy,
-            limits=limits,  # type: ignore[arg-type]
-            request_limits=RequestLimits(200, 10, 100_000, 512 * 512),
-            reconcile_grace_seconds=60,
-            clock=self.clock,
-            **kw,  # type: ignore[arg-type]
-        )
-
-    async def restart(self) -> CacheEngine:
-        await self.engine.close()
-        await self.engine.embedder.close()
-        self.engine = self.make()
-        await self.engine.start(background=False)
-        return self.engine
-
-    async def insert(self, prompt: str, tenant: str = "a", **kw: object) -> str:
-        result = await self.engine.insert(NewEntry(tenant, prompt, png(), "large-model", **kw))  # type: ignore[arg-type]
-        return result.entry_id
-
-    async def lookup(self, prompt: str, tenant: str = "a", **kw: object):  # type: ignore[no-untyped-def]
-        return await self.engine.lookup(LookupQuery(tenant, prompt, **kw))  # type: ignore[arg-type]
+from tests.cache_support import DIM, Clock, Harness, make_harness, png, until
 
 
 @pytest.fixture
@@ -107,20 +23,6 @@ async def h() -> AsyncIterator[Harness]:
     yield harness
     await harness.engine.close()
     await harness.engine.embedder.close()
-
-
-async def until(predicate: Callable[[], bool], seconds: float = 5.0) -> None:
-    for _ in range(int(seconds / 0.01)):
-        if predicate():
-            return
-        await asyncio.sleep(0.01)
-    raise TimeoutError("condition not met")
-
-
-async def make_harness(**kw: object) -> Harness:
-    harness = Harness(**kw)
-    await harness.engine.start(background=False)
-    return harness
 
 
 # --- basic flow -----------------------------------------------------------------------------
