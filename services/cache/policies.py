@@ -138,6 +138,14 @@ def _log2_sum(a: float, b: float) -> float:
     return high + math.log2(1.0 + 2.0 ** (low - high))
 
 
+def lcbfu_defaults(max_entries: int | None) -> tuple[int, int]:
+    """LCBFU's default (grace, half-life) in accesses: a tenth of the entry capacity, and the
+    capacity (10,000 when entries are unbounded). The drift replay (`replay.py`) shows these
+    turn the cache over to new topics, and a stationary skewed trace loses nothing by them."""
+    capacity = max_entries or 10_000
+    return max(1, capacity // 10), capacity
+
+
 POLICIES: dict[str, type[EvictionPolicy]] = {p.name: p for p in (FifoPolicy, LruPolicy, LcbfuPolicy)}
 
 

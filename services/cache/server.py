@@ -13,7 +13,6 @@ from modm.services.cache import metrics
 from modm.services.cache.embedders import BatchingEmbedder, Embedder, load_embedder
 from modm.services.cache.engine import CacheEngine
 from modm.services.cache.milvus import MilvusVectorStore, collection_name
-from modm.services.cache.policies import policy_named
 from modm.services.cache.s3 import S3ObjectStore
 from modm.services.cache.seaweed import S3Credentials, SeaweedServer
 from modm.services.cache.servicer import CacheServicer
@@ -115,12 +114,13 @@ async def open_backends(settings: CacheSettings, backends: Backends) -> tuple[Em
         backends.vectors,
         backends.objects,
         backends.embedder,
-        policy=policy_named(settings.eviction_policy),
+        policy=settings.policy(),
         limits=settings.limits(),
         request_limits=settings.request_limits(),
         thresholds=settings.threshold_table(),
         object_prefix=settings.s3_prefix,
         reconcile_grace_seconds=settings.reconcile_grace_seconds,
+        reconcile_interval_seconds=settings.reconcile_interval_seconds,
         stats_flush_seconds=settings.stats_flush_seconds,
         ttl_sweep_seconds=settings.ttl_sweep_seconds,
         fault_pause_after_object_put_s=settings.fault_pause_after_object_put_s,

@@ -11,7 +11,7 @@ from pydantic_settings import NoDecode, SettingsConfigDict
 
 from modm.paths import data_home
 from modm.services.cache.ledger import Limits, parse_tenant_limits
-from modm.services.cache.policies import POLICIES
+from modm.services.cache.policies import POLICIES, EvictionPolicy, LcbfuPolicy, lcbfu_defaults, policy_named
 from modm.services.cache.thresholds import ThresholdTable, parse_table
 from modm.services.cache.validation import RequestLimits
 from modm.settings import ServiceSettings
@@ -74,6 +74,12 @@ class CacheSettings(ServiceSettings):
 
     # --- capacity and eviction ---
     eviction_policy: str = Field("fifo", description="fifo, lru or lcbfu.")
+    lcbfu_grace_accesses: int | None = Field(
+        None, ge=0, description="LCBFU spares a new entry for this many accesses; default max_entries/10; 0 off."
+    )
+    lcbfu_half_life_accesses: int | None = Field(
+        None, ge=0, description="LCBFU halves a saving's weight every this many accesses; default max_entries; 0 off."
+    )
     max_entries: int | None = Field(10_000, ge=1, description="Global entry cap (MoDM default 10,000).")
     max_bytes: int | None = Field(None, ge=1)
     tenant_max_entries: int | None = Field(None, ge=1)
@@ -101,6 +107,9 @@ class CacheSettings(ServiceSettings):
 
     # --- consistency ---
     reconcile_on_start: bool = True
+    reconcile_interval_seconds: float = Field(
+        600.0, ge=0, description="Reconcile this often while running too; 0: only at start-up and on request."
+    )
     reconcile_grace_seconds: float = Field(
         300.0, ge=0, description="Objects younger than this are never treated as orphans."
     )
@@ -165,6 +174,15 @@ class CacheSettings(ServiceSettings):
             tenant_max_bytes=self.tenant_max_bytes,
             ttl_seconds=self.ttl_seconds,
             tenant_overrides=parse_tenant_limits(self.tenant_limits) if self.tenant_limits else {},
+        )
+
+    def policy(self) -> EvictionPolicy:
+        if self.eviction_policy != "lcbfu":
+            return policy_named(self.eviction_policy)
+        grace, half_life = lcbfu_defaults(self.max_entries)
+        return LcbfuPolicy(
+            grace if self.lcbfu_grace_accesses is None else self.lcbfu_grace_accesses,
+            half_life if self.lcbfu_half_life_accesses is None else self.lcbfu_half_life_accesses,
         )
 
     def request_limits(self) -> RequestLimits:

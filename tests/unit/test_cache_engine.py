@@ -341,6 +341,22 @@ async def test_ttl_sweep_loop_retries_after_a_failed_delete() -> None:
         await h.engine.close()
 
 
+async def test_reconcile_also_runs_periodically() -> None:
+    h = Harness(reconcile_interval_seconds=0.01)
+    await h.engine.start(reconcile=False)
+    try:
+        keep = await h.insert("a kept entry")
+        stale = await h.insert("a stale entry")
+        h.objects.delete([f"entries/a/{stale}"])  # a vector whose bytes are gone
+        orphan = "entries/a/" + "f" * 32
+        h.objects.put(orphan, png(), "image/png")  # bytes no vector references
+        h.clock.now += 120  # past the 60 s grace
+        await until(lambda: orphan not in h.objects.objects and stale not in h.vectors.rows)
+        assert set(h.vectors.rows) == {keep} and [m.entry_id for m in h.engine.ledger.entries()] == [keep]
+    finally:
+        await h.engine.close()
+
+
 async def test_stats_flush_loop_persists_hits_without_a_clean_shutdown() -> None:
     h = Harness(stats_flush_seconds=0.01)
     await h.engine.start()

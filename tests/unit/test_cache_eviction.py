@@ -5,7 +5,14 @@ import random
 import pytest
 
 from modm.services.cache.ledger import Ledger, Limits, TenantLimit, parse_tenant_limits
-from modm.services.cache.policies import EntryMeta, FifoPolicy, LcbfuPolicy, LruPolicy, policy_named
+from modm.services.cache.policies import (
+    EntryMeta,
+    EvictionPolicy,
+    FifoPolicy,
+    LcbfuPolicy,
+    LruPolicy,
+    policy_named,
+)
 
 
 def meta(entry_id: str, created: float, tenant: str = "t", size: int = 10, **kw: object) -> EntryMeta:
@@ -243,11 +250,16 @@ def test_adding_an_id_twice_is_refused() -> None:
         ledger.add(meta("a", 2))
 
 
-@pytest.mark.parametrize("name", ["fifo", "lru", "lcbfu"])
-def test_heap_order_equals_a_full_sort_under_random_churn(name: str) -> None:
-    """The lazily invalidated heaps pick exactly what sorting every entry by the key would."""
+@pytest.mark.parametrize(
+    "policy",
+    [FifoPolicy(), LruPolicy(), LcbfuPolicy(), LcbfuPolicy(grace_accesses=20, half_life_accesses=50)],
+    ids=repr,
+)
+def test_heap_order_equals_a_full_sort_under_random_churn(policy: EvictionPolicy) -> None:
+    """The lazily invalidated heaps (and grace queues) pick exactly what sorting every entry by
+    the key would."""
     rng = random.Random(7)
-    ledger = Ledger(policy_named(name))
+    ledger = Ledger(policy)
     clock = 0.0
     next_id = 0
     for _ in range(3000):
@@ -263,6 +275,57 @@ def test_heap_order_equals_a_full_sort_under_random_churn(name: str) -> None:
             expected = ledger.eviction_order()[:2]
             victims = ledger.plan_evictions(Limits(max_entries=len(ledger) - 2), "x")
             assert [v.meta.entry_id for v in victims] == expected
+
+
+# --- LCBFU grace and aging --------------------------------------------------------------------
+
+
+def test_lcbfu_grace_spares_newcomers_until_they_had_a_chance_to_be_hit() -> None:
+    ledger = Ledger(LcbfuPolicy(grace_accesses=3))
+    ledger.add(meta("old", 1))
+    for _ in range(3):
+        ledger.record_hit("old", 30, now=2)
+    ledger.add(meta("new", 3))
+    # "new" is in grace: the popular "old" goes, though it saved far more.
+    assert [v.meta.entry_id for v in ledger.plan_evictions(Limits(max_entries=1), "t")] == ["old"]
+    ledger.add(meta("newer", 4))
+    ledger.record_hit("newer", 5, now=5)
+    ledger.add(meta("newest", 6))  # three accesses since "new" arrived: its grace is over
+    assert ledger.eviction_order() == ["new", "newer", "newest"]
+    assert [v.meta.entry_id for v in ledger.plan_evictions(Limits(max_entries=2), "t")] == ["new"]
+    # Only entries in grace left: the oldest of them goes, so capacity still holds.
+    assert [v.meta.entry_id for v in ledger.plan_evictions(Limits(max_entries=1), "t")] == ["newer"]
+
+
+def test_lcbfu_aging_lets_recent_savings_overtake_old_popularity() -> None:
+    aging, plain = Ledger(LcbfuPolicy(half_life_accesses=2)), Ledger(LcbfuPolicy())
+    for ledger in (aging, plain):
+        ledger.add(meta("was_popular", 1))
+        ledger.add(meta("is_popular", 2))
+        for _ in range(8):
+            ledger.record_hit("was_popular", 30, now=3)  # 240 steps, long ago
+        for i in range(10):
+            ledger.add(meta(f"filler{i}", 4 + i))
+        for _ in range(3):
+            ledger.record_hit("is_popular", 30, now=20)  # 90 steps, now
+    assert plain.eviction_order()[-2:] == ["is_popular", "was_popular"]
+    assert aging.eviction_order()[-2:] == ["was_popular", "is_popular"]
+    victims = aging.plan_evictions(Limits(max_entries=1), "t")
+    assert "was_popular" in {v.meta.entry_id for v in victims} and "is_popular" in aging
+
+
+def test_lcbfu_aging_keys_stay_finite_after_many_half_lives() -> None:
+    ledger = Ledger(LcbfuPolicy(half_life_accesses=1))
+    ledger.add(meta("a", 1))
+    ledger.add(meta("b", 2))
+    for step in range(5000):  # 2**5000 would overflow a float
+        ledger.record_hit("a" if step % 3 else "b", 10, now=3)
+    assert ledger.eviction_order() == ["b", "a"]
+
+
+def test_lcbfu_settings_are_checked() -> None:
+    with pytest.raises(ValueError, match="grace_accesses"):
+        LcbfuPolicy(grace_accesses=-1)
 
 
 def test_policy_names() -> None:

@@ -6,6 +6,7 @@ import pytest
 from pydantic import ValidationError
 
 from modm.services.cache.ledger import Limits, TenantLimit
+from modm.services.cache.policies import FifoPolicy, LcbfuPolicy
 from modm.services.cache.settings import CacheSettings
 from modm.services.cache.thresholds import table
 
@@ -45,6 +46,23 @@ def test_import_buckets_are_a_checked_list(monkeypatch: pytest.MonkeyPatch) -> N
     assert CacheSettings.load(import_buckets="").import_buckets == []
 
 
+def test_reconcile_runs_periodically_by_default_and_zero_turns_it_off(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert CacheSettings.load().reconcile_interval_seconds == 600
+    monkeypatch.setenv("MODM_CACHE_RECONCILE_INTERVAL_SECONDS", "0")
+    assert CacheSettings.load().reconcile_interval_seconds == 0
+
+
+def test_lcbfu_grace_and_half_life_default_to_the_capacity(monkeypatch: pytest.MonkeyPatch) -> None:
+    policy = CacheSettings.load(eviction_policy="lcbfu", max_entries=500).policy()
+    assert isinstance(policy, LcbfuPolicy)
+    assert (policy.grace_accesses, policy.half_life_accesses) == (50, 500)
+    monkeypatch.setenv("MODM_CACHE_LCBFU_GRACE_ACCESSES", "0")
+    monkeypatch.setenv("MODM_CACHE_LCBFU_HALF_LIFE_ACCESSES", "7")
+    policy = CacheSettings.load(eviction_policy="lcbfu", max_entries=None).policy()
+    assert (policy.grace_accesses, policy.half_life_accesses) == (0, 7)  # type: ignore[attr-defined]
+    assert isinstance(CacheSettings.load().policy(), FifoPolicy)
+
+
 def test_thresholds_override_is_parsed() -> None:
     assert CacheSettings.load(thresholds="[[0.9, 25], [0.8, 5]]").threshold_table() == table((0.9, 25), (0.8, 5))
 
@@ -61,6 +79,9 @@ def test_thresholds_override_is_parsed() -> None:
         {"collection_prefix": "has-dash"},
         {"tenant_limits": "gold=0:"},
         {"import_buckets": "ok-bucket,Not_A_Bucket"},
+        {"reconcile_interval_seconds": -1},
+        {"lcbfu_grace_accesses": -1},
+        {"lcbfu_half_life_accesses": -5},
     ],
 )
 def test_bad_settings_are_refused(overrides: dict[str, object]) -> None:
