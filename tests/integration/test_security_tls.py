@@ -80,10 +80,19 @@ class Authority:
             .not_valid_after(now + datetime.timedelta(hours=2))
         )
 
-    def issue(self, name: str, *, dns: list[str] = (), ips: list[str] = (), client: bool = False) -> Pair:  # type: ignore[assignment]
+    def issue(
+        self,
+        name: str,
+        *,
+        dns: list[str] = (),  # type: ignore[assignment]
+        ips: list[str] = (),  # type: ignore[assignment]
+        client: bool = False,
+        uris: list[str] = (),  # type: ignore[assignment]
+    ) -> Pair:
         key = ec.generate_private_key(ec.SECP256R1())
         names: list[x509.GeneralName] = [x509.DNSName(d) for d in dns]
         names += [x509.IPAddress(ipaddress.ip_address(i)) for i in ips]
+        names += [x509.UniformResourceIdentifier(u) for u in uris]  # e.g. modm://tenant/NAME
         usage = ExtendedKeyUsageOID.CLIENT_AUTH if client else ExtendedKeyUsageOID.SERVER_AUTH
         builder = self._builder(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)]), key.public_key())
         if names:
