@@ -14,20 +14,17 @@ Vectors are L2-normalised float32, so cosine similarity is their dot product.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import re
-import time
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import numpy as np
 from PIL import Image
 
-from modm.errors import Unavailable
+from modm.batching import DynamicBatcher
 from modm.services.cache.thresholds import CLIP_VIT_L_14, MINILM_L6_V2, ThresholdTable
 
 log = logging.getLogger(__name__)
@@ -130,101 +127,38 @@ class OpenClipEmbedder(Embedder):
 
 # --- batching -----------------------------------------------------------------------------
 
-
-@dataclass
-class _Request:
-    kind: Literal["text", "image"]
-    item: Any
-    future: asyncio.Future[np.ndarray]
-    arrived: float = field(default_factory=time.monotonic)
+EmbedKind = Literal["text", "image"]
 
 
 class BatchingEmbedder:
     """Async front of an `Embedder`: concurrent calls of one kind are embedded as one batch.
 
-    The first waiting request opens a window of `window_ms`; same-kind requests that arrive in
-    it join, up to `max_batch`. The model runs on one dedicated thread, never on the loop.
+    Batching is the project's one micro-batcher (`modm.batching`): the first waiting request
+    opens a window of `window_ms`; same-kind requests that arrive in it join, up to `max_batch`.
+    The model runs on one dedicated thread, never on the loop.
     """
 
     def __init__(self, embedder: Embedder, *, max_batch: int = 32, window_ms: float = 2.0) -> None:
         self.embedder = embedder
-        self._max_batch = max_batch
-        self._window_s = window_ms / 1000
-        self._queue: list[_Request] = []
-        self._arrived = asyncio.Event()
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="embedder")
-        self._task: asyncio.Task[None] | None = None
-        self._closed = False
-        self.batches = 0  # pipeline calls made, for tests and metrics
-
-    def start(self) -> None:
-        self._task = asyncio.create_task(self._loop(), name="embed-batcher")
+        self._batcher: DynamicBatcher[tuple[EmbedKind, Any], np.ndarray] = DynamicBatcher(
+            self._embed, key=lambda job: job[0], max_batch=max_batch, window_s=window_ms / 1000, service="cache"
+        )
 
     async def close(self) -> None:
-        self._closed = True
-        for request in self._queue:
-            if not request.future.done():
-                request.future.set_exception(Unavailable("cache is shutting down"))
-        self._queue.clear()
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await self._batcher.close()
         self._executor.shutdown(wait=False, cancel_futures=True)
 
     async def embed_text(self, text: str) -> np.ndarray:
-        return await self._submit("text", text)
+        return await self._batcher.submit(("text", text))
 
     async def embed_image(self, image: Image.Image) -> np.ndarray:
-        return await self._submit("image", image)
+        return await self._batcher.submit(("image", image))
 
-    async def _submit(self, kind: Literal["text", "image"], item: Any) -> np.ndarray:
-        if self._closed:
-            raise Unavailable("cache is shutting down")
-        if self._task is None:
-            self.start()
-        future: asyncio.Future[np.ndarray] = asyncio.get_running_loop().create_future()
-        self._queue.append(_Request(kind, item, future))
-        self._arrived.set()
-        return await future
-
-    async def _loop(self) -> None:
-        while True:
-            while not self._queue:
-                self._arrived.clear()
-                await self._arrived.wait()
-            head = self._queue[0]
-            deadline = head.arrived + self._window_s
-            while (
-                sum(1 for r in self._queue if r.kind == head.kind) < self._max_batch
-                and (left := deadline - time.monotonic()) > 0
-            ):
-                self._arrived.clear()
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._arrived.wait(), timeout=left)
-            batch: list[_Request] = []
-            rest: list[_Request] = []
-            for request in self._queue:
-                same = request.kind == head.kind and len(batch) < self._max_batch
-                (batch if same and not request.future.done() else rest).append(request)
-            self._queue = [r for r in rest if not r.future.done()]
-            if batch:
-                await self._run(batch)
-
-    async def _run(self, batch: list[_Request]) -> None:
-        fn = self.embedder.embed_texts if batch[0].kind == "text" else self.embedder.embed_images
-        loop = asyncio.get_running_loop()
-        try:
-            vectors = await loop.run_in_executor(self._executor, fn, [r.item for r in batch])
-        except Exception as error:
-            for request in batch:
-                if not request.future.done():
-                    request.future.set_exception(error)
-            return
-        self.batches += 1
-        for request, vector in zip(batch, vectors, strict=True):
-            if not request.future.done():
-                request.future.set_result(vector)
+    async def _embed(self, jobs: Sequence[tuple[EmbedKind, Any]]) -> list[np.ndarray]:
+        fn = self.embedder.embed_texts if jobs[0][0] == "text" else self.embedder.embed_images
+        vectors = await asyncio.get_running_loop().run_in_executor(self._executor, fn, [item for _, item in jobs])
+        return list(vectors)
 
 
 def load_embedder(

@@ -12,10 +12,10 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
+from modm.batching import BatchStats, DynamicBatcher
 from modm.errors import ModmError
 from modm.images import encode_image
 from modm.services.worker import metrics
-from modm.services.worker.batching import BatchStats, DynamicBatcher
 from modm.services.worker.jobs import GeneratedImage, GenerationJob, Timings
 from modm.services.worker.pipeline import DiffusionRunner, Profile
 from modm.services.worker.settings import WorkerSettings

@@ -5,8 +5,8 @@ from collections.abc import Sequence
 
 import pytest
 
-from modm.errors import ResourceExhausted, Unavailable
-from modm.services.worker.batching import BatchStats, DynamicBatcher
+from modm.batching import BatchStats, DynamicBatcher
+from modm.errors import QueueFull, Unavailable
 
 
 class Recorder:
@@ -72,7 +72,7 @@ async def test_full_queue_is_refused_with_a_retry_hint() -> None:
     await rec.called.wait()
     waiting = [asyncio.ensure_future(b.submit(("a", i))) for i in (1, 2)]
     await asyncio.sleep(0)
-    with pytest.raises(ResourceExhausted) as info:
+    with pytest.raises(QueueFull) as info:
         await b.submit(("a", 3))
     assert info.value.retry_after_s == 7.5
     assert b.in_flight == 3
@@ -98,6 +98,52 @@ async def test_a_failing_batch_fails_its_callers_and_the_loop_goes_on() -> None:
     with pytest.raises(RuntimeError):
         await b.submit(("a", 0))
     assert await b.submit(("b", 0)) == "b"
+    await b.close()
+
+
+async def test_a_failing_batch_is_retried_one_job_at_a_time_so_only_the_guilty_job_fails() -> None:
+    calls: list[list[int]] = []
+
+    async def poisoned(jobs: Sequence[tuple[str, int]]) -> list[str]:
+        calls.append([n for _, n in jobs])
+        if any(n == 1 for _, n in jobs):
+            raise ValueError("job 1 is poison")
+        return [f"{k}:{n}" for k, n in jobs]
+
+    stats: list[BatchStats] = []
+    b: DynamicBatcher[tuple[str, int], str] = DynamicBatcher(
+        poisoned, key=lambda j: j[0], max_batch=3, window_s=0.05, max_queue=8, on_batch=stats.append
+    )
+    b.start()
+    outcomes = await asyncio.gather(*(b.submit(("a", i)) for i in range(3)), return_exceptions=True)
+    await b.close()
+    assert outcomes[0] == "a:0" and outcomes[2] == "a:2"
+    assert isinstance(outcomes[1], ValueError)
+    assert calls == [[0, 1, 2], [0], [1], [2]]
+    assert [s.size for s in stats] == [3, 1, 1, 1]  # every pipeline call is counted
+
+
+async def test_a_caller_that_gives_up_during_a_failed_batch_is_not_run_again() -> None:
+    calls: list[list[int]] = []
+    gone: asyncio.Future[str] | None = None
+
+    async def failing(jobs: Sequence[tuple[str, int]]) -> list[str]:
+        calls.append([n for _, n in jobs])
+        if len(jobs) > 1:
+            assert gone is not None
+            gone.cancel()
+            raise RuntimeError("the batch does not fit")
+        return [f"{k}:{n}" for k, n in jobs]
+
+    b: DynamicBatcher[tuple[str, int], str] = DynamicBatcher(
+        failing, key=lambda j: j[0], max_batch=2, window_s=0.05, max_queue=4
+    )
+    b.start()
+    gone = asyncio.ensure_future(b.submit(("a", 0)))
+    kept = asyncio.ensure_future(b.submit(("a", 1)))
+    assert await kept == "a:1"
+    assert gone.cancelled()
+    assert calls == [[0, 1], [1]]
     await b.close()
 
 

@@ -63,6 +63,22 @@ async def test_a_failing_model_fails_the_whole_batch_and_the_batcher_survives() 
     await batcher.close()
 
 
+async def test_a_text_the_model_cannot_embed_fails_only_its_own_request() -> None:
+    class Choosy(Recorder):
+        def embed_texts(self, texts: Sequence[str]) -> np.ndarray:
+            if "poison" in texts:
+                raise ValueError("cannot embed poison")
+            return super().embed_texts(texts)
+
+    model = Choosy()
+    batcher = BatchingEmbedder(model, max_batch=8, window_ms=20)
+    outcomes = await asyncio.gather(*(batcher.embed_text(t) for t in ("ab", "poison", "abcd")), return_exceptions=True)
+    assert isinstance(outcomes[1], ValueError)
+    assert [o[0] for o in (outcomes[0], outcomes[2])] == [2, 4]  # type: ignore[index]
+    assert model.batches == [("text", 1), ("text", 1)]
+    await batcher.close()
+
+
 async def test_closed_batcher_refuses_work() -> None:
     batcher = BatchingEmbedder(Recorder())
     await batcher.close()
