@@ -13,6 +13,10 @@ def worker(
     tiny: Annotated[
         str | None, typer.Option(help="Serve the tiny pipeline of this family (built on first use).")
     ] = None,
+    revision: Annotated[
+        str | None, typer.Option(help="Hub revision to load: a branch, tag or commit hash (pin it in production).")
+    ] = None,
+    variant: Annotated[str | None, typer.Option(help="Weights variant to load, e.g. fp16.")] = None,
     role: Annotated[str | None, typer.Option(help="large or small.")] = None,
     device: Annotated[str | None, typer.Option(help="cpu, cuda or cuda:N.")] = None,
     dtype: Annotated[str | None, typer.Option(help="auto, fp32, fp16 or bf16.")] = None,
@@ -43,6 +47,8 @@ def worker(
     try:
         settings = WorkerSettings.load(
             model=model,
+            revision=revision,
+            variant=variant,
             role=role,
             device=device,
             dtype=dtype,

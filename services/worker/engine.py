@@ -7,15 +7,19 @@ and events back, so everything here is testable without a server.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
+from PIL import Image
+
 from modm.batching import BatchStats, DynamicBatcher
-from modm.errors import ModmError
+from modm.errors import ModmError, OutOfMemory, Unavailable
 from modm.images import encode_image
 from modm.services.worker import metrics
+from modm.services.worker.failures import free_memory, pipeline_failure
 from modm.services.worker.jobs import GeneratedImage, GenerationJob, Timings
 from modm.services.worker.pipeline import DiffusionRunner, Profile
 from modm.services.worker.settings import WorkerSettings
@@ -41,6 +45,8 @@ class StepDone:
 
 WorkerEvent = Queued | Started | StepDone
 Listener = Callable[[WorkerEvent], None]
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -70,12 +76,30 @@ def limits_for(settings: WorkerSettings, runner: DiffusionRunner) -> RequestLimi
 
 
 class WorkerEngine:
-    def __init__(self, runner: DiffusionRunner, settings: WorkerSettings, executor: ThreadPoolExecutor) -> None:
+    """Validates, batches and runs requests; tells a request's failure from the worker's own.
+
+    A call that runs out of memory or fails on its input fails only its requests (the batcher
+    retries a failed batch one job at a time). When `unhealthy_after_failures` calls in a row
+    fail (out of memory aside), a known-good self-test decides: if it passes, the inputs were at
+    fault; if it fails, the worker is broken, `on_broken` turns its health NOT_SERVING, and every
+    request gets UNAVAILABLE until it is restarted.
+    """
+
+    def __init__(
+        self,
+        runner: DiffusionRunner,
+        settings: WorkerSettings,
+        executor: ThreadPoolExecutor,
+        on_broken: Callable[[], Awaitable[None]] | None = None,
+    ) -> None:
         self.runner = runner
         self.settings = settings
         self.limits = limits_for(settings, runner)
         self.profile: Profile | None = None
+        self.broken: str | None = None  # why the worker stopped serving, once it has
         self._executor = executor
+        self._on_broken = on_broken
+        self._failures_in_a_row = 0
         self._batcher: DynamicBatcher[_Submission, GeneratedImage] = DynamicBatcher(
             self._run_batch,
             key=lambda sub: sub.job.batch_key(),
@@ -107,6 +131,7 @@ class WorkerEngine:
     async def generate(self, raw: RawRequest, listener: Listener | None = None) -> GeneratedImage:
         kind = "image_to_image" if raw.init_image is not None else "text_to_image"
         try:
+            self._refuse_if_broken()
             # Decoding an init image is real work: keep it off the event loop.
             job = await asyncio.to_thread(validate, raw, self.limits) if raw.init_image else validate(raw, self.limits)
             future, ahead = self._batcher.admit(_Submission(job, listener, time.monotonic()))
@@ -138,6 +163,47 @@ class WorkerEngine:
     def _record_batch(stats: BatchStats) -> None:
         metrics.BATCH_SIZE.observe(stats.size)
 
+    def _refuse_if_broken(self) -> None:
+        if self.broken is not None:
+            raise Unavailable(f"worker is broken: {self.broken}")
+
+    async def _call_pipeline(
+        self, jobs: Sequence[GenerationJob], on_step: Callable[[int, int], None]
+    ) -> tuple[list[Image.Image], int]:
+        """One pipeline call on the pipeline thread; a failure becomes the request's domain error."""
+        self._refuse_if_broken()
+        loop = asyncio.get_running_loop()
+        device = self.runner.facts.device
+        try:
+            outcome = await loop.run_in_executor(self._executor, self.runner.generate, jobs, on_step)
+        except Exception as error:
+            failure = pipeline_failure(error, jobs, device)
+        else:
+            self._failures_in_a_row = 0
+            return outcome
+        # Out of the except block, the failed call's traceback and the tensors its frames hold are gone.
+        log.warning("pipeline call failed", extra={"error": str(failure), "error_type": type(failure).__name__})
+        if isinstance(failure, OutOfMemory):
+            await loop.run_in_executor(self._executor, free_memory, device)
+        else:
+            self._failures_in_a_row += 1
+            if self._failures_in_a_row >= self.settings.unhealthy_after_failures:
+                await self._test_self()
+        raise failure
+
+    async def _test_self(self) -> None:
+        """Calls failing in a row: a known-good generation tells a broken worker from bad inputs."""
+        failures, self._failures_in_a_row = self._failures_in_a_row, 0
+        try:
+            await asyncio.get_running_loop().run_in_executor(self._executor, self.runner.self_test)
+        except Exception as error:
+            self.broken = f"{failures} pipeline calls in a row failed, then the self-test: {error}"
+            log.error("worker is broken", extra={"reason": self.broken})
+            if self._on_broken is not None:
+                await self._on_broken()
+        else:
+            log.warning("pipeline calls failed in a row, but the self-test passed", extra={"failures": failures})
+
     async def _run_batch(self, submissions: Sequence[_Submission]) -> list[GeneratedImage]:
         loop = asyncio.get_running_loop()
         jobs = [sub.job for sub in submissions]
@@ -152,7 +218,7 @@ class WorkerEngine:
                 loop.call_soon_threadsafe(listener, event)
 
         started = time.monotonic()
-        images, steps_run = await loop.run_in_executor(self._executor, self.runner.generate, jobs, on_step)
+        images, steps_run = await self._call_pipeline(jobs, on_step)
         generate_s = time.monotonic() - started
         metrics.STEP_SECONDS.observe(generate_s / max(steps_run, 1))
         results = []

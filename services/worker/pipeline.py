@@ -6,7 +6,7 @@ import inspect
 import logging
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,6 +18,8 @@ from modm.images import ImageFormat
 from modm.services.worker.families import FamilySpec, family_for
 from modm.services.worker.jobs import GenerationJob, JobKind
 from modm.services.worker.sana_img2img import SanaImg2ImgPipeline
+from modm.services.worker.settings import FaultKind
+from modm.services.worker.tiny.faults import FaultHook
 
 log = logging.getLogger(__name__)
 
@@ -40,9 +42,18 @@ def _drop_upcast_warning(record: logging.LogRecord) -> bool:
     return "should be kept in float32" not in record.getMessage()
 
 
+def served_model_id(model: str, revision: str | None = None, variant: str | None = None) -> str:
+    """The model id a worker reports and the cache records with each image: `model@revision#variant`
+    (each suffix only when set), so pods serving different revisions or weight variants of one
+    model are told apart."""
+    return model + (f"@{revision}" if revision else "") + (f"#{variant}" if variant else "")
+
+
 @dataclass(frozen=True)
 class PipelineFacts:
     model_id: str
+    revision: str | None
+    variant: str | None
     family: FamilySpec
     device: str
     dtype: str
@@ -58,6 +69,22 @@ class Profile:
 
     seconds_per_step: float
     overhead_seconds: float
+
+
+def probe_job(facts: PipelineFacts, steps: int) -> GenerationJob:
+    """A known-good text-to-image job at the default size, for profiling and self-tests."""
+    return GenerationJob(
+        JobKind.TEXT_TO_IMAGE,
+        "a warm-up photograph",
+        None,
+        facts.default_width,
+        facts.default_height,
+        steps,
+        facts.family.default_guidance,
+        0,
+        ImageFormat.PNG,
+        steps,
+    )
 
 
 def _img2img_twin(pipe: DiffusionPipeline) -> DiffusionPipeline:
@@ -90,9 +117,16 @@ def _family_kwargs(pipe: DiffusionPipeline, family: FamilySpec) -> dict[str, Any
 class DiffusionRunner:
     """Runs batches of same-key jobs through the pipeline; blocking, so call it off the loop."""
 
-    def __init__(self, text2img: DiffusionPipeline, img2img: DiffusionPipeline, facts: PipelineFacts) -> None:
+    def __init__(
+        self,
+        text2img: DiffusionPipeline,
+        img2img: DiffusionPipeline,
+        facts: PipelineFacts,
+        faults: FaultHook | None = None,
+    ) -> None:
         self._text2img = text2img
         self._img2img = img2img
+        self._faults = faults
         self._extra_kwargs = {
             JobKind.TEXT_TO_IMAGE: _family_kwargs(text2img, facts.family),
             JobKind.IMAGE_TO_IMAGE: _family_kwargs(img2img, facts.family),
@@ -100,10 +134,27 @@ class DiffusionRunner:
         self.facts = facts
 
     @classmethod
-    def load(cls, model: str, *, device: str, dtype: str, default_steps: int | None = None) -> DiffusionRunner:
+    def load(
+        cls,
+        model: str,
+        *,
+        device: str,
+        dtype: str,
+        default_steps: int | None = None,
+        revision: str | None = None,
+        variant: str | None = None,
+        test_faults: Mapping[str, FaultKind] | None = None,
+    ) -> DiffusionRunner:
+        """Load `model` at `revision` with the `variant` weights (e.g. fp16: `*.fp16.safetensors`).
+
+        `test_faults` arms the test-only fault hook, which only tiny models accept.
+        """
         started = time.monotonic()
+        faults = FaultHook.for_model(model, test_faults) if test_faults else None
         logging.getLogger("diffusers.models.modeling_utils").addFilter(_drop_upcast_warning)
-        pipe = DiffusionPipeline.from_pretrained(model, dtype=TORCH_DTYPES[dtype], use_safetensors=True)
+        pipe = DiffusionPipeline.from_pretrained(
+            model, dtype=TORCH_DTYPES[dtype], use_safetensors=True, revision=revision, variant=variant
+        )
         pipe.to(device)
         pipe.set_progress_bar_config(disable=True)
         family = family_for(type(pipe).__name__)
@@ -112,7 +163,9 @@ class DiffusionRunner:
         patch = getattr(pipe, "patch_size", None) or family.latent_patch
         side = _default_side(pipe)
         facts = PipelineFacts(
-            model_id=model,
+            model_id=served_model_id(model, revision, variant),
+            revision=revision,
+            variant=variant,
             family=family,
             device=device,
             dtype=dtype,
@@ -124,17 +177,19 @@ class DiffusionRunner:
         log.info(
             "pipeline loaded",
             extra={
-                "model": model,
+                "model": facts.model_id,
                 "family": family.name,
                 "device": device,
                 "dtype": dtype,
                 "load_seconds": round(time.monotonic() - started, 3),
             },
         )
-        return cls(pipe, img2img, facts)
+        return cls(pipe, img2img, facts, faults)
 
     def generate(self, jobs: Sequence[GenerationJob], on_step: StepCallback) -> tuple[list[Image.Image], int]:
         """Run one pipeline call for jobs sharing a batch key; returns the images and steps run."""
+        if self._faults is not None:
+            self._faults.check([job.prompt for job in jobs])
         first = jobs[0]
         image_to_image = first.kind is JobKind.IMAGE_TO_IMAGE
         pipe = self._img2img if image_to_image else self._text2img
@@ -178,23 +233,10 @@ class DiffusionRunner:
 
         Each point is the fastest of `repeats` runs: noise from neighbours only ever adds time.
         """
-        facts = self.facts
 
         def timed(n: int) -> float:
-            job = GenerationJob(
-                JobKind.TEXT_TO_IMAGE,
-                "a warm-up photograph",
-                None,
-                facts.default_width,
-                facts.default_height,
-                n,
-                facts.family.default_guidance,
-                0,
-                ImageFormat.PNG,
-                n,
-            )
             started = time.perf_counter()
-            self.generate([job], lambda step, total: None)
+            self.generate([probe_job(self.facts, n)], lambda step, total: None)
             return time.perf_counter() - started
 
         timed(steps[0])
@@ -203,3 +245,7 @@ class DiffusionRunner:
             return Profile(seconds_per_step=long / steps[1], overhead_seconds=0.0)
         per_step = (long - short) / (steps[1] - steps[0])
         return Profile(seconds_per_step=per_step, overhead_seconds=max(short - steps[0] * per_step, 0.0))
+
+    def self_test(self) -> None:
+        """One known-good generation (two steps at the default size); raises if the pipeline is broken."""
+        self.generate([probe_job(self.facts, 2)], lambda step, total: None)

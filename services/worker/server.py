@@ -44,6 +44,9 @@ def load_runner(settings: WorkerSettings) -> DiffusionRunner:
         device=settings.device,
         dtype=settings.torch_dtype_name(),
         default_steps=settings.default_steps,
+        revision=settings.revision,
+        variant=settings.variant,
+        test_faults=settings.test_faults,
     )
 
 
@@ -62,7 +65,12 @@ async def serve(
     await host.start()
     executor = pipeline_thread()
     runner = await asyncio.get_running_loop().run_in_executor(executor, load, settings)
-    engine = WorkerEngine(runner, settings, executor)
+
+    async def stop_serving() -> None:  # the engine found the pipeline broken
+        metrics.READY.set(0)
+        await host.set_serving(False)
+
+    engine = WorkerEngine(runner, settings, executor, on_broken=stop_serving)
     if settings.warmup:
         profile = await engine.warm_up()
         log.info(

@@ -128,4 +128,6 @@ class WorkerServicer(worker_pb2_grpc.WorkerServicer):
             max_queue=settings.max_queue,
             supports_negative_prompt=facts.family.supports_negative_prompt,
             default_guidance_scale=facts.family.default_guidance,
+            revision=facts.revision or "",
+            variant=facts.variant or "",
         )

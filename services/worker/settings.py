@@ -12,8 +12,12 @@ from modm.settings import ServiceSettings
 
 Role = Literal["large", "small"]
 Dtype = Literal["auto", "fp32", "fp16", "bf16"]
+FaultKind = Literal["error", "oom", "break"]  # the test-only hook's faults (tiny/faults.py)
 
 _DEVICE = re.compile(r"^(cpu|cuda|cuda:\d+)$")
+# Hub revisions (branch, tag, commit) and weight variants; '@' and '#' separate them in the model id.
+_REVISION = r"^[A-Za-z0-9][A-Za-z0-9._/-]*$"
+_VARIANT = r"^[A-Za-z0-9][A-Za-z0-9_-]*$"
 
 
 class WorkerSettings(ServiceSettings):
@@ -21,6 +25,12 @@ class WorkerSettings(ServiceSettings):
 
     port: int = Field(50061, ge=0, le=65535)
     model: str = Field(..., min_length=1, description="Hub id or local directory of a diffusers pipeline.")
+    revision: str | None = Field(
+        None, max_length=128, pattern=_REVISION, description="Hub revision to load: a branch, tag or commit hash."
+    )
+    variant: str | None = Field(
+        None, max_length=32, pattern=_VARIANT, description="Weights variant to load, e.g. fp16 (*.fp16.safetensors)."
+    )
     role: Role = "large"
     device: str = Field("cpu", description="cpu, cuda or cuda:N (ROCm devices are cuda in torch).")
     dtype: Dtype = Field("auto", description="auto = bf16 on GPUs; CPU always runs fp32.")
@@ -38,12 +48,30 @@ class WorkerSettings(ServiceSettings):
     torch_threads: int | None = Field(
         None, ge=1, le=1024, description="Threads torch may run on the CPU (default: all cores)."
     )
+    unhealthy_after_failures: int = Field(
+        5,
+        ge=1,
+        le=1000,
+        description="Pipeline calls failing in a row (out of memory aside) after which the worker tests "
+        "itself; NOT_SERVING if that fails too.",
+    )
+    test_faults: dict[str, FaultKind] = Field(
+        default_factory=dict,
+        description="Test only, tiny models only: prompt marker -> error, oom or break (tiny/faults.py).",
+    )
 
     @field_validator("device")
     @classmethod
     def _known_device(cls, value: str) -> str:
         if not _DEVICE.match(value):
             raise ValueError("device must be cpu, cuda or cuda:N")
+        return value
+
+    @field_validator("test_faults")
+    @classmethod
+    def _markers_not_empty(cls, value: dict[str, FaultKind]) -> dict[str, FaultKind]:
+        if "" in value:
+            raise ValueError("an empty marker would match every prompt")
         return value
 
     def torch_dtype_name(self) -> str:

@@ -6,6 +6,7 @@ model, so the worker's real loading and generation paths run without downloads o
 
 from __future__ import annotations
 
+import json
 import pathlib
 
 import torch
@@ -16,6 +17,16 @@ TINY_FAMILIES: tuple[str, ...] = tuple(FAMILIES)
 
 DEFAULT_SIZE: int = SIZE
 """Native square size in pixels of every tiny family, so any family can refine another's images."""
+
+
+MARKER_FILE = "modm-tiny.json"
+"""Written by `build_tiny` beside `model_index.json`; the worker's test-only fault hook accepts
+only folders that have it (`services/worker/tiny/faults.py`)."""
+
+
+def is_tiny(model: str | pathlib.Path) -> bool:
+    """Whether `model` is a folder that `build_tiny` wrote."""
+    return (pathlib.Path(model) / MARKER_FILE).is_file()
 
 
 def build_tiny(family: str, out_dir: pathlib.Path, *, seed: int = 0) -> pathlib.Path:
@@ -30,4 +41,5 @@ def build_tiny(family: str, out_dir: pathlib.Path, *, seed: int = 0) -> pathlib.
         torch.manual_seed(seed)
         pipeline = spec.pipeline(**spec.components())
     pipeline.save_pretrained(out_dir, safe_serialization=True)
+    (pathlib.Path(out_dir) / MARKER_FILE).write_text(json.dumps({"family": family, "seed": seed}) + "\n")
     return pathlib.Path(out_dir)
