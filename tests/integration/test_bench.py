@@ -1,8 +1,10 @@
 """`modm bench` and `modm eval` end to end on a tiny stack: three modes, a few requests each.
 
 Checks what each mode asks of the router (large-only: cache off, large pool; small-only: the
-small pool's text-to-image through a second router) and that the report is complete; the
-numbers themselves are the benchmark's business, not the test's.
+small pool's text-to-image through a second router), that the cache saves work (hits happen and
+modm runs fewer large-model steps than large-only on the same trace) and that the report is
+complete. Timings are the benchmark's business, not the test's: on a shared machine they say
+nothing.
 """
 
 from __future__ import annotations
@@ -57,33 +59,37 @@ def test_bench_three_modes_with_eval_then_modm_eval(router: ServiceProcess, tmp_
     out = tmp_path / "out"
     args = ["bench", "--trace", str(trace), "--out", str(out), "--endpoint", router.address, "--time-scale", "0.5"]
     args += ["--mode", "modm", "--mode", "large-only", "--mode", "small-only", "--eval", "--clip-model", "tiny"]
-    args += ["--stats-interval", "1"]
+    args += ["--stats-interval", "1", "--warmup", "1"]  # PROMPTS[0] cached before the measured three
     done = CliRunner().invoke(app, args)
     assert done.exit_code == 0, done.output
     assert "meaningless" in done.output
 
+    measured = PROMPTS[1:]
     runs = {mode: Run.load(out / "runs" / mode) for mode in ("modm", "large-only", "small-only")}
     for mode, run in runs.items():
-        assert [r.error for r in run.records] == [""] * len(PROMPTS), mode
+        assert [r.error for r in run.records] == [""] * len(measured), mode
         assert all(r.image and (out / "runs" / mode / "images" / r.image).exists() for r in run.records)
         assert all(r.clip_score is not None for r in run.records)
         assert run.samples, "the router's Stats was sampled"
-    assert {r.outcome for r in runs["modm"].records} <= {"miss", "hit", "exact_repeat"}
-    assert runs["modm"].records[0].outcome == "miss"
+    # The paraphrase may or may not reuse; PROMPTS[0] again with another seed does, the castle cannot.
+    assert [r.outcome for r in runs["modm"].records][1:] == ["hit", "miss"]
+    assert runs["modm"].records[0].outcome in {"hit", "miss"}
     assert {(r.outcome, r.pool) for r in runs["large-only"].records} == {("bypassed", "large")}
     assert {(r.pool, r.degraded) for r in runs["small-only"].records} == {("small", True)}
 
     data = json.loads((out / "report.json").read_text())
     assert set(data["runs"]) == {"modm", "large-only", "small-only"}
-    comparison = data["comparison"]
-    assert comparison["bound"]["cost_ratio"] > 0 and comparison["speedup_throughput"] > 0
+    steps = {mode: data["runs"][mode]["steps_by_pool"] for mode in runs}
+    assert steps["large-only"] == {"large": 2 * len(measured)}
+    assert steps["modm"].get("large", 0) < steps["large-only"]["large"]
+    assert data["comparison"]["bound"]["cost_ratio"] > 0
     assert "fid_modm_vs_large_only" in data["quality"]
     assert "clip_score_by_outcome" in data["runs"]["modm"]
     assert all((out / name).exists() for name in ("report.md", *PLOTS))
 
     images = out / "runs" / "modm" / "images"
     clip = CliRunner().invoke(app, ["eval", "clip", str(images), "--clip-model", "tiny"])
-    assert clip.exit_code == 0 and f"over {len(PROMPTS)} images" in clip.output, clip.output
+    assert clip.exit_code == 0 and f"over {len(measured)} images" in clip.output, clip.output
     fid = CliRunner().invoke(
         app, ["eval", "fid", str(out / "runs" / "large-only" / "images"), str(images), "--clip-model", "tiny"]
     )
