@@ -3,8 +3,10 @@
 With no configuration: the cache service (Milvus Lite + an embedded S3 server, MiniLM embedder;
 skipped with a warning if it cannot start), two worker slots (one large and one small worker
 serving tiny pipelines built on first use: no GPU, no network), the router on 127.0.0.1:50051,
-and the monitor. Logs are streamed with a prefix per service and kept under <data dir>/logs; the
-cache keeps its data under <data dir>/cache, so the next `modm up` starts with what was cached.
+and the monitor. Logs are streamed with a prefix per service and kept under <data dir>/logs, all
+in one format (`--log-format`: text for a terminal, the default, or json; a table's own
+`log_format` overrides it for that service); the cache keeps its data under <data dir>/cache, so
+the next `modm up` starts with what was cached.
 
 `--workers N` gives N slots (ceil(N/2) start large unless `--large-slots` says how many, the
 rest small); on a CPU host each worker runs torch on its share of the cores. The monitor runs on a
@@ -57,6 +59,8 @@ from typing import IO, TYPE_CHECKING, Annotated, Any, Protocol
 
 import typer
 
+from modm.logs import LogFormat
+
 if TYPE_CHECKING:
     from modm.launch import ServiceProcess
     from modm.services.monitor.local_scaler import LocalScaler, Role, WorkerSlot
@@ -102,6 +106,7 @@ def plan_stack(
     large_slots: int | None = None,
     http_port: int = 0,
     cores: int = 1,
+    log_format: LogFormat = "text",
 ) -> list[Member]:
     """The processes to start, in start order (cache, worker slots, router).
 
@@ -113,7 +118,7 @@ def plan_stack(
     members: list[Member] = []
     cache_port = ports()
     if with_cache:
-        env = {"MODM_CACHE_DATA_DIR": str(home / "cache"), "MODM_CACHE_LOG_FORMAT": "text"}
+        env = {"MODM_CACHE_DATA_DIR": str(home / "cache"), "MODM_CACHE_LOG_FORMAT": log_format}
         env |= _env("MODM_CACHE_", config.get("cache", {}))
         env |= {"MODM_CACHE_HOST": "127.0.0.1", "MODM_CACHE_PORT": str(cache_port)}
         members.append(Member("cache", "modm.services.cache", env, cache_port, optional=True))
@@ -129,7 +134,8 @@ def plan_stack(
         # ones) and makes every image in it wait for the slowest: one image at a time there.
         on_cpu = config.get(first, {}).get("device", "cpu") == "cpu"
         for role, model in models.items():
-            env = {"MODM_WORKER_MODEL": model, "MODM_WORKER_LOG_FORMAT": "text", "MODM_WORKER_TORCH_THREADS": threads}
+            env = {"MODM_WORKER_MODEL": model, "MODM_WORKER_LOG_FORMAT": log_format}
+            env["MODM_WORKER_TORCH_THREADS"] = threads
             env |= {"MODM_WORKER_MAX_BATCH_SIZE": "1"} if on_cpu else {}
             env |= _env("MODM_WORKER_", config.get(role, {}))
             env |= _env("MODM_WORKER_", {k: v for k, v in config.get(first, {}).items() if k == "device"})
@@ -137,7 +143,7 @@ def plan_stack(
             roles[role] = env
         slots.append(Member(f"slot{index}", "modm.services.worker", roles[first], worker_port, roles=roles))
     members += slots
-    router_env = {"MODM_ROUTER_LOG_FORMAT": "text", "MODM_ROUTER_HOST": host, "MODM_ROUTER_PORT": str(port)}
+    router_env = {"MODM_ROUTER_LOG_FORMAT": log_format, "MODM_ROUTER_HOST": host, "MODM_ROUTER_PORT": str(port)}
     router_env["MODM_ROUTER_HTTP_PORT"] = str(http_port)  # the OpenAI-compatible API; 0 = off
     router_env["MODM_ROUTER_WINDOW_S"] = "60"  # Stats over the last minute: the local monitor decides every 15 s
     router_env |= _env("MODM_ROUTER_", config.get("router", {}))
@@ -232,16 +238,16 @@ class Stack:
 
 
 class _StackLog(logging.Handler):
-    """The in-process monitor's log: JSON lines (the reason is a field) in <logs>/monitor.log, and
-    on the terminal too except the every-round decisions to keep the split (moves, degrading,
-    switches and errors are shown)."""
+    """The in-process monitor's log, in the stack's format (the reason is a field): in
+    <logs>/monitor.log, and on the terminal too except the every-round decisions to keep the
+    split (moves, degrading, switches and errors are shown)."""
 
-    def __init__(self, stack: Stack, name: str) -> None:
-        from modm.logs import JsonFormatter
+    def __init__(self, stack: Stack, name: str, fmt: LogFormat) -> None:
+        from modm.logs import formatter
 
         super().__init__()
         self.stack, self.name = stack, name
-        self.setFormatter(JsonFormatter(name))
+        self.setFormatter(formatter(name, fmt))
         self._file = (stack.log_dir / f"{name}.log").open("a")
 
     def emit(self, record: logging.LogRecord) -> None:
@@ -292,10 +298,12 @@ def up(
     ] = None,
     monitor: Annotated[bool, typer.Option(help="Run the monitor: it moves slots between the pools.")] = True,
     ready_timeout: Annotated[float, typer.Option(help="Seconds each service may take to be ready.")] = 600.0,
+    log_format: Annotated[LogFormat, typer.Option(help="Every service's log format: text or json.")] = "text",
 ) -> None:
     """Start cache, workers, router and monitor; stream their logs; Ctrl-C stops everything."""
     from modm.cli.models import ensure_tiny
     from modm.launch import free_port
+    from modm.logs import quiet_progress_bars
     from modm.paths import data_home
     from modm.services.monitor.local_scaler import LocalMonitor, LocalScaler, ProcessWorker
 
@@ -308,6 +316,7 @@ def up(
         raise typer.BadParameter(f"unknown table(s) {', '.join(sorted(unknown))}", param_hint="--config")
     if large_slots is not None and large_slots > workers:
         raise typer.BadParameter(f"{large_slots} large slots but only {workers} workers", param_hint="--large-slots")
+    quiet_progress_bars()  # building the tiny models saves weights with tqdm bars
     models = {}
     for role, family in (("large", large_tiny), ("small", small_tiny)):
         given = settings.get(role, {}).pop("model", None)
@@ -325,6 +334,7 @@ def up(
         large_slots=large_slots,
         http_port=http_port,
         cores=len(os.sched_getaffinity(0)),
+        log_format=log_format,
     )
     router = members[-1]
     monitor_settings = plan_monitor(settings, router_port=router.port, workers=workers) if monitor else None
@@ -342,7 +352,7 @@ def up(
     scaler = LocalScaler(_slots(members), launch)
     watcher: LocalMonitor | None = None
     monitor_log = logging.getLogger("modm.services.monitor")
-    handler = _StackLog(stack, "monitor")
+    handler = _StackLog(stack, "monitor", log_format)
     try:
         _start_all(stack, members, scaler, launched, ready_timeout, stop)
         if stop.is_set():

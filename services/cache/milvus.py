@@ -13,6 +13,11 @@ Index: HNSW by default. Milvus Lite 3.x builds HNSW through FAISS (its `faiss-cp
 dependency) and falls back to brute force for segments too small to index; if the target
 refuses the configured type, AUTOINDEX and then FLAT are tried, and the type actually built is
 reported in `index_type` (and the start-up log).
+
+Milvus Lite builds an index within CreateIndex and implements no AllocTimestamp, so its index is
+not waited for (pymilvus' wait allocates a timestamp first, and Lite's gRPC server logs a
+traceback for the unimplemented method); its queries carry no MVCC timestamp either, so the
+query iterator's warning that it uses a client-side one instead is dropped for Lite.
 """
 
 from __future__ import annotations
@@ -53,6 +58,17 @@ SCALAR_FIELDS = (
 )
 _ERRORS = (MilvusException, grpc.RpcError, ConnectionError, TimeoutError)
 _FALLBACKS = {"HNSW": ("HNSW", "AUTOINDEX", "FLAT"), "IVF_FLAT": ("IVF_FLAT", "AUTOINDEX", "FLAT")}
+
+
+class _LiteIteratorTimestamp(logging.Filter):
+    """Drops pymilvus' "failed to get mvccTs" warning: Lite has no MVCC timestamps to give, and
+    the client-side timestamp the iterator falls back to is exact for an embedded store."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("failed to get mvccTs")
+
+
+_LITE_ITERATOR_TIMESTAMP = _LiteIteratorTimestamp()
 
 
 def is_server_uri(uri: str) -> bool:
@@ -161,6 +177,7 @@ class MilvusVectorStore:
             if not uri.endswith(".db"):
                 raise ValueError(f"a Milvus Lite path must end with .db, got {uri!r}")
             Path(uri).parent.mkdir(parents=True, exist_ok=True)
+            logging.getLogger("pymilvus.client.iterator.query_iterator").addFilter(_LITE_ITERATOR_TIMESTAMP)
         kwargs: dict[str, Any] = {"uri": uri, "timeout": timeout_s}
         if token:
             kwargs["token"] = token
@@ -218,7 +235,7 @@ class MilvusVectorStore:
                 params=extra,
             )
             try:
-                self.client.create_index(self.collection, params)
+                self.client.create_index(self.collection, params, sync=is_server_uri(self.uri))
             except MilvusException as exc:
                 errors.append(f"{candidate}: {exc}")
                 log.warning("index type refused, trying the next", extra={"index": candidate, "error": str(exc)})

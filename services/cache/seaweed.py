@@ -8,7 +8,9 @@ PR_SET_PDEATHSIG, armed by a tiny launcher before exec), so a crashed cache neve
 server holding the data folder.
 
 Credentials are generated once per data folder and kept in `<dir>/credentials.json` (0600).
-The server is ready when a probe object can be written.
+The server is ready when a probe object can be written; the probe waits for the S3 port to
+accept connections first, since an S3 call before that is retried by urllib3 with a warning per
+refused connection.
 """
 
 from __future__ import annotations
@@ -147,10 +149,29 @@ class SeaweedServer:
         log_file.close()
         log.info("started SeaweedFS", extra={"pid": self.proc.pid, "endpoint": self.endpoint})
 
+    def _check_running(self) -> None:
+        if self.proc is not None and self.proc.poll() is not None:
+            raise RuntimeError(f"SeaweedFS exited with {self.proc.returncode}:\n{self.log_tail()}")
+
+    def _wait_listening(self, deadline: float) -> None:
+        """Block until the S3 port accepts a connection (or weed exits: a taken port, say)."""
+        while True:
+            self._check_running()
+            try:
+                with socket.create_connection(("127.0.0.1", self.s3_port or 0), timeout=1.0):
+                    return
+            except OSError as exc:
+                if time.monotonic() >= deadline:
+                    tail = self.log_tail()
+                    raise TimeoutError(f"SeaweedFS S3 port {self.s3_port} not open ({exc}):\n{tail}") from exc
+                time.sleep(0.1)
+
     def wait_ready(self, timeout_s: float = 60.0, bucket: str = "modm-probe") -> None:
         """Block until a probe object can be written (the S3 gateway answers before it can)."""
         from modm.services.cache.s3 import S3ObjectStore
 
+        deadline = time.monotonic() + timeout_s
+        self._wait_listening(deadline)
         store = S3ObjectStore(
             self.endpoint,
             bucket,
@@ -158,12 +179,10 @@ class SeaweedServer:
             secret_key=self.credentials.secret_key,
             timeout_s=2.0,
         )
-        deadline = time.monotonic() + timeout_s
         last: Exception | None = None
         try:
             while time.monotonic() < deadline:
-                if self.proc is not None and self.proc.poll() is not None:
-                    raise RuntimeError(f"SeaweedFS exited with {self.proc.returncode}:\n{self.log_tail()}")
+                self._check_running()
                 try:
                     store.ensure_bucket()
                     store.put(".modm-ready", b"ok", "text/plain")

@@ -93,11 +93,5 @@ async def serve(
 
 
 def main(settings: WorkerSettings) -> None:
-    from diffusers.utils import logging as diffusers_logging
-    from transformers.utils import logging as transformers_logging
-
-    configure_logging("worker", settings.log_level, settings.log_format)
-    # Loading progress bars would interleave with the structured logs on stderr.
-    diffusers_logging.disable_progress_bar()
-    transformers_logging.disable_progress_bar()
+    configure_logging("worker", settings.log_level, settings.log_format)  # also turns off loading bars
     asyncio.run(serve(settings))

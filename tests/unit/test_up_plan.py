@@ -116,9 +116,35 @@ def test_the_monitor_scales_the_slots_and_reads_the_local_router(tmp_path: Path)
     assert (default.policy, default.interval_s, default.router_token_file) == ("slo-aware", 15.0, None)
 
 
+def test_every_service_logs_in_the_stacks_one_format(tmp_path: Path) -> None:
+    prefixes = {"cache": "MODM_CACHE_", "router": "MODM_ROUTER_"}
+    for fmt in ("text", "json"):
+        for member in plan({"router": {"port": 50051}}, tmp_path, log_format=fmt):
+            envs = member.roles.values() if member.roles else [member.env]
+            assert {env[prefixes.get(member.name, "MODM_WORKER_") + "LOG_FORMAT"] for env in envs} == {fmt}
+    config = {"router": {"log_format": "json"}}  # a service's own table still decides for it
+    assert plan(config, tmp_path)[-1].env["MODM_ROUTER_LOG_FORMAT"] == "json"
+
+
+def test_the_monitor_logs_text_lines_like_the_services(tmp_path: Path) -> None:
+    out = io.StringIO()
+    handler = _StackLog(Stack(tmp_path, out), "monitor", "text")
+    log = logging.getLogger("test.up.monitor.text")
+    log.addHandler(handler)
+    log.propagate = False
+    try:
+        log.warning("decision", extra={"action": "move", "reason": "hits dominate"})
+    finally:
+        log.removeHandler(handler)
+        handler.close()
+    line = out.getvalue()
+    assert line.startswith("[monitor] 20")
+    assert line.endswith(' WARNING monitor test.up.monitor.text: decision action=move reason="hits dominate"\n')
+
+
 def test_the_terminal_shows_the_monitors_moves_not_every_keep(tmp_path: Path) -> None:
     out = io.StringIO()
-    handler = _StackLog(Stack(tmp_path, out), "monitor")
+    handler = _StackLog(Stack(tmp_path, out), "monitor", "json")
     log = logging.getLogger("test.up.monitor")
     log.addHandler(handler)
     log.propagate = False
