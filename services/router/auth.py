@@ -210,10 +210,6 @@ class Authenticator:
         self.default_tenant = default_tenant
         self.client_certificates = client_certificates
 
-    @property
-    def enabled(self) -> bool:
-        return self.tokens is not None or self.client_certificates
-
     def principal(self, token: str | None, certificate_uris: Sequence[str] = ()) -> Principal:
         bound: Principal | None = None
         if self.tokens is not None:
