@@ -26,6 +26,7 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from modm.launch import ServiceProcess, health_status
+from modm.services.worker.families import FAMILIES
 from modm.v1 import cache_pb2, cache_pb2_grpc, common_pb2, router_pb2, router_pb2_grpc, worker_pb2, worker_pb2_grpc
 from tests.hostile import (
     VALID_SMALL,
@@ -103,6 +104,11 @@ def worker(stack: Stack) -> worker_pb2_grpc.WorkerStub:
 
 
 @pytest.fixture(scope="module")
+def worker_info(worker: worker_pb2_grpc.WorkerStub) -> worker_pb2.WorkerInfo:
+    return worker.Info(worker_pb2.InfoRequest(), timeout=CALL_TIMEOUT)
+
+
+@pytest.fixture(scope="module")
 def cache(stack: Stack) -> cache_pb2_grpc.CacheStub:
     return cache_pb2_grpc.CacheStub(stack.channel(stack.cache.address))
 
@@ -158,6 +164,24 @@ def generation_params(draw: st.DrawFn) -> common_pb2.GenerationParams:
     return message
 
 
+def assert_served_as_asked(
+    reply: Any, params: common_pb2.GenerationParams, info: worker_pb2.WorkerInfo, strength: float | None = None
+) -> None:
+    """An accepted request got what it asked for: its size (or the worker's default), an image
+    that decodes at that size, and the steps the worker's family runs for it (img2img: the
+    `strength` share of them, rounded as the family's pipeline rounds)."""
+    if isinstance(reply, list):  # a stream: the result is its last event
+        assert reply and reply[-1].WhichOneof("event") == "result", reply
+        reply = reply[-1].result
+    assert (reply.width, reply.height) == (params.width or info.default_width, params.height or info.default_height)
+    assert Image.open(io.BytesIO(reply.image)).size == (reply.width, reply.height)
+    steps = params.steps or info.default_steps
+    if strength is not None:
+        family = next(f for f in FAMILIES.values() if f.name == info.family)
+        steps = family.img2img_steps(steps, strength)
+    assert reply.steps_run == steps
+
+
 def oversize(message: Any, field: str) -> Any:
     """The message with `field` padded beyond the services' 2 MiB receive limit."""
     setattr(message, field, (b"\x00" if isinstance(getattr(message, field), bytes) else "x") * (MAX_MESSAGE + 1))
@@ -170,17 +194,20 @@ def oversize(message: Any, field: str) -> Any:
 @given(params=generation_params(), streaming=st.booleans())
 @fuzz_settings(15)
 def test_worker_text_to_image(
-    worker: worker_pb2_grpc.WorkerStub, params: common_pb2.GenerationParams, streaming: bool
+    worker: worker_pb2_grpc.WorkerStub,
+    worker_info: worker_pb2.WorkerInfo,
+    params: common_pb2.GenerationParams,
+    streaming: bool,
 ) -> None:
     request = worker_pb2.TextToImageRequest(params=params)
     if streaming:
-        expect_clear_answer(
+        reply = expect_clear_answer(
             "worker.TextToImageStream", lambda: list(worker.TextToImageStream(request, timeout=CALL_TIMEOUT))
         )
     else:
         reply = expect_clear_answer("worker.TextToImage", lambda: worker.TextToImage(request, timeout=CALL_TIMEOUT))
-        if reply is not None:
-            assert Image.open(io.BytesIO(reply.image)).size == (reply.width, reply.height)
+    if reply is not None:
+        assert_served_as_asked(reply, params, worker_info)
 
 
 @given(
@@ -192,6 +219,7 @@ def test_worker_text_to_image(
 @fuzz_settings(25)
 def test_worker_image_to_image(
     worker: worker_pb2_grpc.WorkerStub,
+    worker_info: worker_pb2.WorkerInfo,
     params: common_pb2.GenerationParams,
     image: bytes,
     strength: float,
@@ -199,11 +227,13 @@ def test_worker_image_to_image(
 ) -> None:
     request = worker_pb2.ImageToImageRequest(params=params, init_image=image, strength=strength)
     if streaming:
-        expect_clear_answer(
+        reply = expect_clear_answer(
             "worker.ImageToImageStream", lambda: list(worker.ImageToImageStream(request, timeout=CALL_TIMEOUT))
         )
     else:
-        expect_clear_answer("worker.ImageToImage", lambda: worker.ImageToImage(request, timeout=CALL_TIMEOUT))
+        reply = expect_clear_answer("worker.ImageToImage", lambda: worker.ImageToImage(request, timeout=CALL_TIMEOUT))
+    if reply is not None:
+        assert_served_as_asked(reply, params, worker_info, request.strength)
 
 
 @given(data=st.binary(max_size=64))
