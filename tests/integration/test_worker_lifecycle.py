@@ -18,7 +18,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from PIL import Image
 
-from modm.grpc_errors import RETRY_AFTER_KEY
+from modm.grpc_errors import MODM_REASON_KEY, RETRY_AFTER_KEY
 from modm.launch import ServiceProcess, free_port, health_status
 from modm.services.worker.pipeline import DiffusionRunner
 from modm.services.worker.server import SERVICE_NAME, load_runner, serve
@@ -186,6 +186,7 @@ def test_full_queue_answers_resource_exhausted_with_retry_hint(
             assert error.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
             hints = dict(error.trailing_metadata() or ())
             assert float(hints[RETRY_AFTER_KEY]) >= 1.0
+            assert hints[MODM_REASON_KEY] == "QUEUE_FULL"
     finally:
         assert worker.stop() == 0, worker.log_tail()
 
