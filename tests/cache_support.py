@@ -8,6 +8,7 @@ import asyncio
 import hashlib
 import io
 import random
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -23,6 +24,7 @@ from modm.services.cache.ledger import Limits
 from modm.services.cache.memory import MemoryObjectStore, MemoryVectorStore
 from modm.services.cache.model import GenParams, LookupQuery, NewEntry
 from modm.services.cache.policies import EvictionPolicy, policy_named
+from modm.services.cache.stores import VectorRecord
 from modm.services.cache.thresholds import table
 from modm.services.cache.validation import RequestLimits
 
@@ -67,13 +69,13 @@ def png(color: tuple[int, int, int] = (200, 10, 10), size: int = 16) -> bytes:
 
 
 class Harness:
-    """A `CacheEngine` on in-memory stores with a settable clock; `kw` go to the engine
-    (`policy` may be a policy's name or a policy)."""
+    """A `CacheEngine` with a settable clock, on in-memory stores unless given others; `kw` go
+    to the engine (`policy` may be a policy's name or a policy)."""
 
-    def __init__(self, **kw: object) -> None:
+    def __init__(self, vectors: Any = None, objects: Any = None, **kw: object) -> None:
         self.clock = Clock()
-        self.vectors = MemoryVectorStore(DIM)
-        self.objects = MemoryObjectStore(self.clock)
+        self.vectors = MemoryVectorStore(DIM) if vectors is None else vectors
+        self.objects = MemoryObjectStore(self.clock) if objects is None else objects
         self.words = WordsEmbedder()
         self.kw = kw
         self.engine = self.make()
@@ -110,8 +112,9 @@ class Harness:
 
 
 class Jittered:
-    """A store whose every call first sleeps 0 to `max_ms` at random (on the engine's I/O
-    thread), so concurrent requests interleave the way they do over a network."""
+    """A store whose every call first waits a random 0 to `max_ms` (on the engine's I/O
+    thread), and one call in twenty ten times as long, so concurrent requests overtake each
+    other the way they do over a network."""
 
     def __init__(self, store: object, max_ms: float, seed: int = 0) -> None:
         self._store = store
@@ -124,14 +127,15 @@ class Jittered:
             return attr
 
         def call(*args: Any, **kwargs: Any) -> Any:
-            time.sleep(self._rng.random() * self._max_s)
+            stall = 10 if self._rng.random() < 0.05 else 1
+            time.sleep(self._rng.random() * self._max_s * stall)
             return attr(*args, **kwargs)
 
         return call
 
 
-async def make_harness(**kw: object) -> Harness:
-    harness = Harness(**kw)
+async def make_harness(vectors: Any = None, objects: Any = None, **kw: object) -> Harness:
+    harness = Harness(vectors, objects, **kw)
     await harness.engine.start(background=False)
     return harness
 
@@ -142,6 +146,32 @@ async def until(predicate: Callable[[], bool], seconds: float = 5.0) -> None:
             return
         await asyncio.sleep(0.01)
     raise TimeoutError("condition not met")
+
+
+class Gate:
+    """Holds the vector write of chosen prompts (after their bytes are stored) until released."""
+
+    def __init__(self, vectors: Any) -> None:
+        self._insert = vectors.insert
+        self._held: dict[str, tuple[threading.Event, threading.Event]] = {}
+        vectors.insert = self._gated  # type: ignore[method-assign]
+
+    def hold(self, *prompts: str) -> None:
+        for prompt in prompts:
+            self._held[prompt] = (threading.Event(), threading.Event())
+
+    async def reached(self, prompt: str) -> None:
+        assert await asyncio.to_thread(self._held[prompt][0].wait, 10), f"{prompt!r} never reached its vector write"
+
+    def release(self, prompt: str) -> None:
+        self._held[prompt][1].set()
+
+    def _gated(self, record: VectorRecord) -> None:
+        held = self._held.get(record.prompt)
+        if held is not None:
+            held[0].set()
+            held[1].wait(10)
+        self._insert(record)
 
 
 # --- concurrent stress ------------------------------------------------------------------------
@@ -161,43 +191,43 @@ class StressTally:
 
 async def stress(engine: CacheEngine, *, workers: int, operations: int, seed: int = 1) -> StressTally:
     """`workers` tasks run `operations` random inserts, lookups (half with generation
-    parameters, so exact repeats too), deletes of entries seen, and now and then a reconcile,
-    all at once over a few prompts, so entries get hits and capacity evicts all the time."""
+    parameters, so exact repeats too) and deletes of entries seen, all at once over a few
+    prompts, so entries get hits and capacity evicts all the time. One operation in a hundred
+    of each task's first half is a reconcile; none come later, so they cannot repair what the
+    others broke before the caller looks."""
     tally = StressTally()
     known: list[tuple[str, str]] = []
     rng = random.Random(seed)
     images = [png((i * 30, 255 - i * 30, 90)) for i in range(len(WORDS))]
-
-    def prompt() -> tuple[int, str]:
-        i = rng.randrange(len(WORDS))
-        return i, f"a {WORDS[i]} in the {rng.choice(('snow', 'rain'))}"
+    steps = operations // workers
 
     async def worker() -> None:
-        for _ in range(operations // workers):
+        for step in range(steps):
             tenant = rng.choice(TENANTS)
-            i, text = prompt()
+            i = rng.randrange(len(WORDS))
+            text = f"a {WORDS[i]} in the {rng.choice(('snow', 'rain'))}"
             params = GenParams(width=16, height=16, steps=20, seed=i) if rng.random() < 0.5 else None
             roll = rng.random()
-            if roll < 0.45:
-                result = await engine.insert(NewEntry(tenant, text, images[i], "large", params=params))
-                known.append((tenant, result.entry_id))
-                tally.inserts += 1
-            elif roll < 0.85:
-                found = await engine.lookup(LookupQuery(tenant, text, params=params))
-                tally.lookups += 1
-                tally.hits += found.decision.hit
-                if found.entry_id and rng.random() < 0.2:
-                    known.append((tenant, found.entry_id))
-            elif roll < 0.99 and known:
+            if roll >= 0.99 and step < steps // 2:
+                await engine.reconcile(grace_seconds=0)
+                tally.reconciles += 1
+            elif roll >= 0.85 and known:
                 with_tenant, entry_id = known.pop()  # the newest: most likely still cached
                 try:
                     await engine.delete(with_tenant, entry_id)
                     tally.deletes += 1
                 except NotFound:
                     pass  # evicted (or deleted) already
+            elif roll >= 0.45:
+                found = await engine.lookup(LookupQuery(tenant, text, params=params))
+                tally.lookups += 1
+                tally.hits += found.decision.hit
+                if found.entry_id and rng.random() < 0.2:
+                    known.append((tenant, found.entry_id))
             else:
-                await engine.reconcile(grace_seconds=0)
-                tally.reconciles += 1
+                result = await engine.insert(NewEntry(tenant, text, images[i], "large", params=params))
+                known.append((tenant, result.entry_id))
+                tally.inserts += 1
 
     await asyncio.gather(*(worker() for _ in range(workers)))
     return tally

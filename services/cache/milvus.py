@@ -30,6 +30,7 @@ from typing import Any
 
 import grpc
 from pymilvus import DataType, MilvusClient, MilvusException
+from pymilvus.client.utils import SciPyHelper
 
 from modm.services.cache.stores import SearchHit, StatsUpdate, StoreUnavailable, VectorRecord
 from modm.services.cache.validation import PROMPT_MAX_BYTES
@@ -178,6 +179,9 @@ class MilvusVectorStore:
                 raise ValueError(f"a Milvus Lite path must end with .db, got {uri!r}")
             Path(uri).parent.mkdir(parents=True, exist_ok=True)
             logging.getLogger("pymilvus.client.iterator.query_iterator").addFilter(_LITE_ITERATOR_TIMESTAMP)
+        # pymilvus imports scipy.sparse on its first insert or search, unguarded: two I/O threads
+        # doing that at once break the import (a circular-import AttributeError). Do it here.
+        SciPyHelper.is_scipy_sparse(None)
         kwargs: dict[str, Any] = {"uri": uri, "timeout": timeout_s}
         if token:
             kwargs["token"] = token

@@ -4,41 +4,14 @@ in-memory stores: nothing in flight is lost, nothing half-written is left behind
 from __future__ import annotations
 
 import asyncio
-import threading
 
 import pytest
 
 from modm.services.cache.ledger import Limits
-from modm.services.cache.memory import MemoryVectorStore
+from modm.services.cache.memory import MemoryObjectStore, MemoryVectorStore
 from modm.services.cache.model import GenParams, NewEntry
-from modm.services.cache.stores import VectorRecord
-from tests.cache_support import Harness, Jittered, assert_stores_agree, make_harness, png, stress, until
-
-
-class Gate:
-    """Holds the vector write of chosen prompts (after their bytes are stored) until released."""
-
-    def __init__(self, vectors: MemoryVectorStore) -> None:
-        self._insert = vectors.insert
-        self._held: dict[str, tuple[threading.Event, threading.Event]] = {}
-        vectors.insert = self._gated  # type: ignore[method-assign]
-
-    def hold(self, *prompts: str) -> None:
-        for prompt in prompts:
-            self._held[prompt] = (threading.Event(), threading.Event())
-
-    async def reached(self, prompt: str) -> None:
-        assert await asyncio.to_thread(self._held[prompt][0].wait, 10), f"{prompt!r} never reached its vector write"
-
-    def release(self, prompt: str) -> None:
-        self._held[prompt][1].set()
-
-    def _gated(self, record: VectorRecord) -> None:
-        held = self._held.get(record.prompt)
-        if held is not None:
-            held[0].set()
-            held[1].wait(10)
-        self._insert(record)
+from modm.services.cache.policies import EvictionPolicy, FifoPolicy, LcbfuPolicy, LruPolicy
+from tests.cache_support import DIM, Gate, Harness, Jittered, assert_stores_agree, make_harness, png, stress, until
 
 
 async def gated(**kw: object) -> tuple[Harness, Gate]:
@@ -50,12 +23,12 @@ def entry_ids(h: Harness) -> set[str]:
     return {m.entry_id for m in h.engine.ledger.entries()}
 
 
-@pytest.mark.parametrize("policy", ["lcbfu", "fifo", "lru"])
-async def test_concurrent_stress_leaves_ledger_and_stores_in_agreement(policy: str) -> None:
-    h = Harness(policy=policy, limits=Limits(max_entries=6, tenant_max_entries=4))
-    h.vectors, h.objects = Jittered(h.vectors, 2), Jittered(h.objects, 2)  # type: ignore[assignment]
-    h.engine = h.make()
-    await h.engine.start(background=False)
+@pytest.mark.parametrize(
+    "policy", [LcbfuPolicy(), LcbfuPolicy(grace_accesses=2, half_life_accesses=6), FifoPolicy(), LruPolicy()], ids=repr
+)
+async def test_concurrent_stress_leaves_ledger_and_stores_in_agreement(policy: EvictionPolicy) -> None:
+    vectors, objects = Jittered(MemoryVectorStore(DIM), 2), Jittered(MemoryObjectStore(), 2)
+    h = await make_harness(vectors, objects, policy=policy, limits=Limits(max_entries=6, tenant_max_entries=4))
     try:
         tally = await stress(h.engine, workers=8, operations=2400)
         assert tally.inserts > 800 and tally.hits > 100 and tally.deletes > 10
