@@ -146,6 +146,10 @@ class BatchingEmbedder:
             self._embed, key=lambda job: job[0], max_batch=max_batch, window_s=window_ms / 1000, service="cache"
         )
 
+    def start(self) -> None:
+        """Start batching now rather than on the first request."""
+        self._batcher.start()
+
     async def close(self) -> None:
         await self._batcher.close()
         self._executor.shutdown(wait=False, cancel_futures=True)

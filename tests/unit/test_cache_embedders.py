@@ -79,6 +79,13 @@ async def test_a_text_the_model_cannot_embed_fails_only_its_own_request() -> Non
     await batcher.close()
 
 
+async def test_a_batcher_started_before_any_request_serves_them() -> None:
+    batcher = BatchingEmbedder(Recorder())
+    batcher.start()
+    assert (await batcher.embed_text("ab"))[0] == 2
+    await batcher.close()
+
+
 async def test_closed_batcher_refuses_work() -> None:
     batcher = BatchingEmbedder(Recorder())
     await batcher.close()
