@@ -27,6 +27,7 @@ from google.protobuf import json_format
 from grpc import aio
 from PIL import Image
 
+from modm.backoff import backoff_seconds
 from modm.grpc_errors import MODM_REASON_KEY, RETRY_AFTER_KEY, FailureReason
 from modm.tls import channel_credentials
 from modm.v1 import common_pb2, router_pb2, router_pb2_grpc
@@ -332,7 +333,7 @@ class _Options:
 
     def delay(self, attempt: int, deadline: float) -> float | None:
         """Backoff before retry `attempt` (1-based), or None when retries or time are used up."""
-        pause = min(MAX_BACKOFF_S, self.backoff_s * (2 ** (attempt - 1)))
+        pause = backoff_seconds(attempt, base=self.backoff_s, cap=MAX_BACKOFF_S)
         if attempt > self.retries or time.monotonic() + pause >= deadline:
             return None
         return pause

@@ -20,6 +20,7 @@ from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 from urllib3.exceptions import HTTPError
 
+from modm.backoff import backoff_seconds
 from modm.errors import FailedPrecondition, NotFound, Unavailable
 from modm.services.monitor.settings import MonitorSettings
 
@@ -86,7 +87,6 @@ class Caller:
     sleep: Callable[[float], None] = time.sleep
 
     def __call__(self, what: str, fn: Callable[..., T], *args: object, **kwargs: object) -> T:
-        delay = self.settings.backoff_seconds
         attempt = 0
         while True:
             try:
@@ -101,10 +101,11 @@ class Caller:
                     raise KubernetesRejected(f"{what}: {status} {getattr(error, 'reason', error)}", status) from error
                 if attempt == self.settings.api_retries:
                     raise KubernetesUnavailable(f"{what}: failed {attempt + 1} times: {error}") from error
-                pause = min(delay, self.settings.backoff_max_seconds) * random.uniform(0.5, 1.0)
+                limits = self.settings
+                pause = backoff_seconds(attempt + 1, base=limits.backoff_seconds, cap=limits.backoff_max_seconds)
+                pause *= random.uniform(0.5, 1.0)  # jitter: callers failing together do not retry together
                 log.warning("kubernetes %s failed (%s); retrying in %.2fs", what, status or error, pause)
                 self.sleep(pause)
-                delay *= 2
                 attempt += 1
 
 

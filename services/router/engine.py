@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 
 from PIL import Image
 
+from modm.backoff import backoff_seconds
 from modm.errors import (
     DeadlineExceeded,
     FailedPrecondition,
@@ -53,7 +54,6 @@ from modm.services.router.policy import (
     as_miss,
     as_shared,
     attempt_timeout,
-    backoff_seconds,
     classify_failure,
     degrade_override,
     effective_deadline,

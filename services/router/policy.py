@@ -402,13 +402,6 @@ def should_retry(kind: FailureKind, request_faults: int) -> bool:
     return kind is not FailureKind.REQUEST or request_faults <= MAX_REQUEST_FAULT_RETRIES
 
 
-def backoff_seconds(attempt: int, *, base: float, cap: float) -> float:
-    """Delay before attempt `attempt + 1` (attempt is 1-based): base, 2 base, 4 base ... <= cap."""
-    if attempt < 1:
-        return 0.0
-    return min(cap, base * (2 ** (attempt - 1)))
-
-
 def may_retry(attempt: int, *, max_attempts: int, remaining_s: float, backoff_s: float) -> bool:
     """Another attempt is worth it if attempts are left and time remains after the backoff."""
     return attempt < max_attempts and remaining_s > backoff_s

@@ -1,10 +1,12 @@
-"""The Kubernetes scaler's settings, RBAC list and the emulator's merge patch, without a server."""
+"""The Kubernetes scaler's settings, RBAC list, API retry pauses and the emulator's merge patch, without a server."""
 
 from __future__ import annotations
 
 import pytest
+from kubernetes.client.exceptions import ApiException
 from pydantic import ValidationError
 
+from modm.services.monitor.k8s_api import Caller, KubernetesUnavailable
 from modm.services.monitor.k8s_scaler import REQUIRED_RBAC
 from modm.services.monitor.settings import MonitorSettings
 from tests.k8s_emulator import merge_patch
@@ -44,3 +46,17 @@ def test_merge_patch_follows_rfc_7386() -> None:
     target = {"a": "b", "c": {"d": "e", "f": "g"}}
     assert merge_patch(target, {"a": "z", "c": {"f": None}}) == {"a": "z", "c": {"d": "e"}}
     assert merge_patch({"a": [1, 2]}, {"a": [3]}) == {"a": [3]}
+
+
+def test_api_calls_back_off_exponentially_with_jitter_up_to_the_cap() -> None:
+    settings = MonitorSettings(api_retries=5, backoff_seconds=0.5, backoff_max_seconds=3.0)
+    pauses: list[float] = []
+
+    def unavailable(**_: object) -> None:
+        raise ApiException(status=503)
+
+    with pytest.raises(KubernetesUnavailable, match="failed 6 times"):
+        Caller(settings, sleep=pauses.append)("get something", unavailable)
+    ceilings = [0.5, 1.0, 2.0, 3.0, 3.0]
+    assert len(pauses) == len(ceilings)
+    assert all(ceiling / 2 <= pause <= ceiling for pause, ceiling in zip(pauses, ceilings, strict=True))

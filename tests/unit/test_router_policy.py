@@ -25,7 +25,6 @@ from modm.services.router.policy import (
     as_miss,
     as_shared,
     attempt_timeout,
-    backoff_seconds,
     choose_worker,
     classify_failure,
     degrade_override,
@@ -324,10 +323,6 @@ def test_a_shared_generation_is_an_exact_repeat() -> None:
     shared = as_shared(plan_request(CachePolicy.READ_WRITE, decision(similarity=0.3)), "shared")
     assert shared.outcome is Outcome.EXACT_REPEAT and not shared.needs_worker
     assert (shared.similarity, shared.strength, shared.skipped_steps, shared.note) == (1.0, 0.0, 50, "shared")
-
-
-def test_backoff_doubles_up_to_the_cap() -> None:
-    assert [backoff_seconds(n, base=0.2, cap=1.0) for n in range(0, 6)] == [0.0, 0.2, 0.4, 0.8, 1.0, 1.0]
 
 
 def test_may_retry() -> None:
