@@ -149,16 +149,17 @@ async def until(predicate: Callable[[], bool], seconds: float = 5.0) -> None:
 
 
 class Gate:
-    """Holds the vector write of chosen prompts (after their bytes are stored) until released."""
+    """Holds the vector write of chosen prompts (after their bytes are stored) until released:
+    before the row is written, or with `written=True` after it, before the engine hears so."""
 
     def __init__(self, vectors: Any) -> None:
         self._insert = vectors.insert
-        self._held: dict[str, tuple[threading.Event, threading.Event]] = {}
+        self._held: dict[str, tuple[threading.Event, threading.Event, bool]] = {}
         vectors.insert = self._gated  # type: ignore[method-assign]
 
-    def hold(self, *prompts: str) -> None:
+    def hold(self, *prompts: str, written: bool = False) -> None:
         for prompt in prompts:
-            self._held[prompt] = (threading.Event(), threading.Event())
+            self._held[prompt] = (threading.Event(), threading.Event(), written)
 
     async def reached(self, prompt: str) -> None:
         assert await asyncio.to_thread(self._held[prompt][0].wait, 10), f"{prompt!r} never reached its vector write"
@@ -167,11 +168,14 @@ class Gate:
         self._held[prompt][1].set()
 
     def _gated(self, record: VectorRecord) -> None:
-        held = self._held.get(record.prompt)
-        if held is not None:
-            held[0].set()
-            held[1].wait(10)
-        self._insert(record)
+        reached, release, written = self._held.get(record.prompt, (None, None, False))
+        if written:
+            self._insert(record)
+        if reached is not None and release is not None:
+            reached.set()
+            release.wait(10)
+        if not written:
+            self._insert(record)
 
 
 # --- concurrent stress ------------------------------------------------------------------------

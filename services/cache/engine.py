@@ -489,11 +489,12 @@ class CacheEngine:
                 lambda r=row: self.objects.exists(r.object_key), "object stat"
             ):
                 stale.append(row.entry_id)
-        # Rows past their TTL that the ledger had already dropped (e.g. a failed purge).
+        # Rows past their TTL that the ledger had already dropped (e.g. a failed purge); not
+        # those of inserts still in flight, which the TTL sweep takes once they are done.
         ttl = self.limits.ttl_seconds
-        stale_set = set(stale)
-        late = [r for r in rows if ttl is not None and r.created_at < now - ttl and r.entry_id not in stale_set]
-        doomed = stale_set | {r.entry_id for r in late}
+        spared = set(stale) | self._pending.keys()
+        late = [r for r in rows if ttl is not None and r.created_at < now - ttl and r.entry_id not in spared]
+        doomed = set(stale) | {r.entry_id for r in late}
         referenced = {r.object_key for r in rows}
         async with self._mutations:
             if doomed:

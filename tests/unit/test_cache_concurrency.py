@@ -140,3 +140,17 @@ async def test_hits_on_a_pending_entry_are_persisted_once_its_row_exists() -> No
     entry_id = await insert
     assert await h.engine.flush_stats() == 1
     assert h.vectors.rows[entry_id].hit_count == 1
+
+
+async def test_reconcile_spares_the_row_of_an_insert_in_flight_past_its_ttl() -> None:
+    h, gate = await gated(limits=Limits(ttl_seconds=10))
+    gate.hold("a red fox", written=True)  # the row is in the store; the insert has not heard yet
+    insert = asyncio.ensure_future(h.insert("a red fox"))
+    await gate.reached("a red fox")
+    h.clock.now += 11
+    assert (await h.engine.reconcile(grace_seconds=0)).expired_removed == 0
+    gate.release("a red fox")
+    await insert
+    assert_stores_agree(h.engine)
+    assert await h.engine.expire() == 1
+    assert not h.vectors.rows and not h.objects.objects
