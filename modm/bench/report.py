@@ -3,8 +3,9 @@
 Numbers per run: throughput (completed requests over the time from the first send to the last
 reply), latency as the client saw it (mean, p50, p99), serving time (latency less the wait in
 the router's queue), the share of requests over the SLO (errors count as over), outcomes,
-hit rate, the k distribution and the denoising steps each pool ran (the work, apart from time). Across runs: the speedup of modm over large-only in mean
-latency, mean serving time and throughput, next to the bound (`modm.bench.bound`).
+hit rate, the k distribution and the denoising steps each pool ran (the work, apart from
+time). Across runs: the speedup of modm over large-only in mean latency, mean serving time and
+throughput, next to the bound (`modm.bench.bound`).
 """
 
 from __future__ import annotations
