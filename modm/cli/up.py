@@ -363,10 +363,11 @@ def up(
             monitor_log.propagate = False
             watcher = LocalMonitor(monitor_settings, scaler)
             watcher.start()
-        stack.say(f"modm is up: router at {host}:{router.port}  (logs in {log_dir}; Ctrl-C stops)")
-        stack.say(f'try: modm generate "a lighthouse at dusk" --endpoint {host}:{router.port}')
         if int(router.env["MODM_ROUTER_HTTP_PORT"]):
             stack.say(f"OpenAI-compatible Images API at http://{host}:{router.env['MODM_ROUTER_HTTP_PORT']}/v1")
+        stack.say(f'try: modm generate "a lighthouse at dusk" --endpoint {host}:{router.port}')
+        # Last, so that whoever waits for this line has everything above it.
+        stack.say(f"modm is up: router at {host}:{router.port}  (logs in {log_dir}; Ctrl-C stops)")
         while not stop.wait(0.5):
             problem = stack.exited()
             if problem is not None:
@@ -418,10 +419,11 @@ def _ready(
     try:
         _wait(proc, timeout, stop)
     except (RuntimeError, TimeoutError) as error:
+        reason = f"{str(error).splitlines()[0].rstrip(':')}; its output is above and in {proc.log_path}"
         if not optional:
-            stack.say(f"{name} did not start: {str(error).splitlines()[0]}")
+            stack.say(f"{name} did not start: {reason}")
             raise typer.Exit(1) from error
-        stack.say(f"{name} did not start ({str(error).splitlines()[0]}); going on without it")
+        stack.say(f"{name} did not start ({reason}); going on without it")
         proc.stop()
         return False
     if not stop.is_set():

@@ -45,7 +45,7 @@ def test_hits_after_a_burst_of_misses_move_a_large_slot_to_the_small_pool(
         '[monitor]\npolicy = "modm-b"\ninterval_s = 2\nmin_small = 1\n'
     )
     port = free_port()
-    args = ("--workers", "3", "--config", str(config))
+    args = ("--workers", "3", "--config", str(config), "--log-format", "json")  # the monitor's fields, parsed
     with modm_up(tmp_path / "home", port, *args) as lines, modm.Client(f"127.0.0.1:{port}", timeout=120) as client:
         deadline = time.monotonic() + 120
         while sorted((before := pools(client)).values()) != ["large", "large", "small"]:
