@@ -250,7 +250,7 @@ class RouterEngine:
                 return await self._repeat(job, request_id, as_shared(plan, note), image, embedder, timings)
         init_image = cached.data if (plan.outcome is Outcome.HIT and cached is not None) else None
         chosen = self._admit(plan, deadline, job.steps or None)
-        work = self._generate(job, params, plan, chosen, init_image, request_id, deadline, timings, listener)
+        work = self._generate(job, params, plan, chosen, init_image, request_id, deadline, timings, listener, key)
         if key is None:
             result = await work
         else:
@@ -309,8 +309,10 @@ class RouterEngine:
         deadline: float,
         timings: Timings,
         listener: Listener | None,
+        flight_key: FlightKey | None = None,
     ) -> RouterResult:
-        """Dispatch, then schedule the output's insert into the cache."""
+        """Dispatch, then schedule the output's insert into the cache (the flight of `flight_key`
+        stays joinable until the insert lands)."""
         result = await self._dispatch(job, params, plan, chosen, init_image, request_id, deadline, timings, listener)
         insert = should_insert(
             plan.outcome,
@@ -324,7 +326,10 @@ class RouterEngine:
             insert_params.CopyFrom(params)
             insert_params.seed = result.seed
             insert_params.ClearField("output_format")
-            result.insert_scheduled = self._schedule_insert(job, result, insert_params)
+            insert_task = self._schedule_insert(job, result, insert_params)
+            result.insert_scheduled = insert_task is not None
+            if insert_task is not None and flight_key is not None:
+                self.flights.linger(flight_key, insert_task)
         return result
 
     async def _serve_edit(
@@ -579,17 +584,19 @@ class RouterEngine:
 
     # --- after the reply ----------------------------------------------------------------
 
-    def _schedule_insert(self, job: GenerateJob, result: RouterResult, params: common_pb2.GenerationParams) -> bool:
+    def _schedule_insert(
+        self, job: GenerateJob, result: RouterResult, params: common_pb2.GenerationParams
+    ) -> asyncio.Task[None] | None:
         """Insert after the reply, unless `max_pending_inserts` are pending already (a cache too
-        slow to keep up must not pile up images in memory): then the output is not cached."""
+        slow to keep up must not pile up images in memory): then the output is not cached (None)."""
         if len(self._background) >= self.settings.max_pending_inserts:
             metrics.INSERTS.labels("dropped").inc()
             log.warning("insert dropped: too many pending", extra={"request_id": result.request_id})
-            return False
+            return None
         task = asyncio.create_task(self._insert(job, result, params))
         self._background.add(task)
         task.add_done_callback(self._background.discard)
-        return True
+        return task
 
     async def _insert(self, job: GenerateJob, result: RouterResult, params: common_pb2.GenerationParams) -> None:
         assert self.cache is not None

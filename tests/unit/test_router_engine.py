@@ -255,6 +255,21 @@ async def test_the_generation_goes_on_for_the_waiters_when_the_first_caller_leav
     assert worker.calls == 1
 
 
+async def test_a_request_after_the_generation_but_before_its_insert_lands_shares_it() -> None:
+    worker, cache = FakeWorker("127.0.0.1:7001"), FakeCache()
+    cache.insert_gate = asyncio.Event()
+    engine = await make_engine([worker], cache)
+    first = await engine.generate(request(), 30)
+    assert first.plan.outcome is Outcome.MISS and engine.inserts_pending == 1
+    second = await engine.generate(request(), 30)
+    assert second.plan.outcome is Outcome.EXACT_REPEAT and second.image == first.image
+    assert worker.calls == 1
+    cache.insert_gate.set()
+    await engine.drain_inserts(5)
+    third = await engine.generate(request(), 30)  # the cache (a miss here) answers from now on
+    assert third.plan.outcome is Outcome.MISS and worker.calls == 2
+
+
 @pytest.mark.parametrize("policy", [CachePolicy.BYPASS, CachePolicy.NO_STORE, CachePolicy.OFF])
 async def test_requests_that_do_not_read_and_write_the_cache_run_on_their_own(policy: CachePolicy) -> None:
     worker = FakeWorker("127.0.0.1:7001")

@@ -108,3 +108,33 @@ async def test_waiters_get_the_leaders_error() -> None:
     for task in (leader, waiter):
         with pytest.raises(ValueError, match="out of memory"):
             await task
+
+
+async def test_a_finished_flight_lingers_until_its_output_is_cached() -> None:
+    flights: SingleFlight[str, str] = SingleFlight(max_waiters=4)
+    cached: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    async def work() -> str:
+        flights.linger("k", cached)
+        return "image"
+
+    assert await flights.lead("k", work(), done_at=0.0) == "image"
+    flight = flights.joinable("k", deadline=-1.0)  # done: any deadline may wait for it
+    assert flight is not None and await flights.wait("k", flight) == "image"
+    cached.set_result(None)
+    await asyncio.sleep(0)
+    assert flights.joinable("k", deadline=100.0) is None
+
+
+async def test_a_failed_flight_does_not_linger() -> None:
+    flights: SingleFlight[str, str] = SingleFlight(max_waiters=4)
+    cached: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    async def work() -> str:
+        flights.linger("k", cached)
+        raise RuntimeError("boom")
+
+    with pytest.raises(RuntimeError):
+        await flights.lead("k", work(), done_at=0.0)
+    assert flights.joinable("k", deadline=100.0) is None
+    cached.cancel()
