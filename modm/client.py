@@ -82,6 +82,10 @@ class UnauthenticatedError(ModmClientError):
     pass
 
 
+class PermissionDeniedError(ModmClientError):
+    """The credential may not do this: e.g. act for the tenant the request names."""
+
+
 class ResourceExhaustedError(ModmClientError):
     def __init__(self, code: str, details: str, retry_after_s: float | None) -> None:
         super().__init__(code, details)
@@ -108,6 +112,7 @@ class OutOfMemoryError(FailedPreconditionError):
 _ERRORS: dict[grpc.StatusCode, type[ModmClientError]] = {
     grpc.StatusCode.INVALID_ARGUMENT: InvalidArgumentError,
     grpc.StatusCode.UNAUTHENTICATED: UnauthenticatedError,
+    grpc.StatusCode.PERMISSION_DENIED: PermissionDeniedError,
     grpc.StatusCode.DEADLINE_EXCEEDED: DeadlineExceededError,
     grpc.StatusCode.UNAVAILABLE: UnavailableError,
     grpc.StatusCode.FAILED_PRECONDITION: FailedPreconditionError,

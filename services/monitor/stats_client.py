@@ -28,7 +28,7 @@ import grpc
 from grpc import aio
 
 from modm.services.monitor.observations import TOTAL_STEPS, PoolProfile, PoolState, Window
-from modm.services.router.auth import parse_tokens
+from modm.services.router.auth import operator_token, parse_tokens
 from modm.services.router.discovery import format_address, resolve, split_target
 from modm.tls import ClientTls, open_channel
 from modm.v1 import router_pb2, router_pb2_grpc
@@ -150,11 +150,13 @@ class StatsClient:
         self._channels: dict[str, aio.Channel] = {}
 
     def _metadata(self) -> tuple[tuple[str, str], ...]:
-        """A bearer token from the file (re-read each call so a rotated Secret is picked up)."""
+        """A bearer token from the file (re-read each call so a rotated Secret is picked up): its
+        operator token (`<token> *`, which SetDegrade needs), else any token (Stats only)."""
         if self.token_file is None:
             return ()
-        tokens = parse_tokens(self.token_file.read_text())  # the router's own format: comments skipped
-        return (("authorization", f"Bearer {min(tokens, default='')}"),)
+        text = self.token_file.read_text()  # the router's own format: comments skipped
+        token = operator_token(text) or min(parse_tokens(text), default="")
+        return (("authorization", f"Bearer {token}"),)
 
     async def _addresses(self, unreachable: dict[str, str]) -> list[str]:
         found: list[str] = []

@@ -89,6 +89,12 @@ def parse_tokens(text: str) -> frozenset[str]:
     return frozenset(fields[0] for _, fields in _entries(text))
 
 
+def operator_token(text: str) -> str | None:
+    """The first operator token (`<token> *`) of a tokens file: what the monitor presents, since
+    SetDegrade changes how every tenant is served. None when the file holds none."""
+    return next((fields[0] for _, fields in _entries(text) if fields[1:] == [ANY_TENANT]), None)
+
+
 def _tenant_list(number: int, listed: str) -> Principal:
     names = listed.split(",")
     if ANY_TENANT in names:
@@ -263,6 +269,8 @@ class BearerAuthInterceptor(aio.ServerInterceptor):
         principal = self._auth.principal(token, peer_uris(context))
         if isinstance(request, router_pb2.GenerateRequest):  # not a malformed one: that is refused next
             request.tenant = principal.tenant_for(request.tenant, self._auth.default_tenant)
+        elif isinstance(request, router_pb2.SetDegradeRequest) and not principal.operator:
+            raise PermissionDenied("SetDegrade changes how every tenant is served: it needs an operator credential")
 
     async def intercept_service(
         self,

@@ -24,6 +24,7 @@ from tests.procs import start_router, start_worker
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 TOKEN = "monitor-secret"
+TENANT_TOKEN = "tenant-secret"
 STEPS = 2
 
 
@@ -31,7 +32,7 @@ STEPS = 2
 def stack(tiny_model: Callable[[str], Path], tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     root = tmp_path_factory.mktemp("degrade")
     tokens = root / "tokens"
-    tokens.write_text(f"# the monitor's token\n{TOKEN}\n")
+    tokens.write_text(f"# a tenant's token, then the monitor's (an operator's)\n{TENANT_TOKEN} acme\n{TOKEN} *\n")
     large = start_worker(tiny_model("sd3"), root, role="large", log_format="text", max_batch_size=1, warmup=False)
     small = start_worker(tiny_model("sdxl"), root, role="small", log_format="text", max_batch_size=1, warmup=False)
     procs: list[ServiceProcess] = [large, small]
@@ -118,3 +119,17 @@ async def test_no_token_and_a_bad_ttl_are_refused(stack: Any) -> None:
                 timeout=5,
             )
     assert error.value.code() is grpc.StatusCode.INVALID_ARGUMENT and "ttl_seconds" in (error.value.details() or "")
+
+
+def test_a_tenant_token_may_not_set_the_override(stack: Any) -> None:
+    router, _, _, _ = stack
+    with grpc.insecure_channel(router.address) as channel:
+        stub = router_pb2_grpc.RouterStub(channel)
+        with pytest.raises(grpc.RpcError) as error:
+            stub.SetDegrade(
+                router_pb2.SetDegradeRequest(degrade_misses=True, reason="x", ttl_seconds=60),
+                metadata=(("authorization", f"Bearer {TENANT_TOKEN}"),),
+                timeout=5,
+            )
+    assert error.value.code() is grpc.StatusCode.PERMISSION_DENIED
+    assert not stats_of(router)["degrade_override"]["degrade_misses"]

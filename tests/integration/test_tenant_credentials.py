@@ -25,7 +25,7 @@ import grpc
 import pytest
 
 import modm
-from modm.client import ModmClientError
+from modm.client import PermissionDeniedError
 from modm.launch import ServiceProcess, free_port
 from modm.tls import ClientTls
 from modm.v1 import cache_pb2, cache_pb2_grpc, router_pb2, router_pb2_grpc
@@ -144,7 +144,7 @@ def wait_for_entry(stub: cache_pb2_grpc.CacheStub, tenant: str, timeout: float =
 
 
 def assert_denied(call: Callable[[], object], tenant: str) -> None:
-    with pytest.raises(ModmClientError) as refused:
+    with pytest.raises(PermissionDeniedError) as refused:
         call()
     assert refused.value.code == "PERMISSION_DENIED" and f"tenant {tenant}" in refused.value.details, refused.value
 

@@ -20,6 +20,7 @@ from modm.services.router.auth import (
     Principal,
     TokenFile,
     certificate_principal,
+    operator_token,
     parse_tokens,
 )
 from modm.services.router.openai_api.app import Readiness, create_app
@@ -55,7 +56,9 @@ def test_each_token_acts_for_the_tenants_its_line_names(tmp_path: Path) -> None:
     assert tokens.principal("tok-op") == ANYONE
     assert tokens.principal("bare-token") == principal("house")  # today's format: the default tenant only
     assert tokens.principal("tok-a ") is None and tokens.principal("tenant-a") is None
-    assert parse_tokens(TOKENS) == {"tok-a", "tok-b", "tok-op"}  # what the monitor presents
+    assert parse_tokens(TOKENS) == {"tok-a", "tok-b", "tok-op"}
+    assert operator_token(TOKENS) == "tok-op"  # what the monitor presents
+    assert operator_token("tok-a tenant-a\nbare\n") is None
 
 
 def test_bare_tokens_are_reported_once(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
@@ -179,6 +182,19 @@ def test_grpc_refuses_another_tenant_before_the_rate_limit_and_the_servicer(tmp_
         assert generate(harness, "tenant-a", "tok-op") == (grpc.StatusCode.OK, "tenant-a")
         assert generate(harness, "", "tok-op") == (grpc.StatusCode.OK, "default")
         assert harness.call("Stats", b"", "tok-a")[0] is not grpc.StatusCode.PERMISSION_DENIED
+    finally:
+        harness.close()
+
+
+def test_only_an_operator_may_set_the_fleet_wide_degrade_override(tmp_path: Path) -> None:
+    harness = Harness(tokens_file(tmp_path))
+    try:
+        request = router_pb2.SetDegradeRequest(degrade_misses=True, reason="x", ttl_seconds=5).SerializeToString()
+        for token in ("tok-a", "tok-b"):
+            code, details = harness.call("SetDegrade", request, token)
+            assert code is grpc.StatusCode.PERMISSION_DENIED and "operator" in details
+        code, details = harness.call("SetDegrade", request, "tok-op")  # through to Echo, which lacks it
+        assert code is grpc.StatusCode.INTERNAL and "NotImplementedError" in details
     finally:
         harness.close()
 
