@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.k8s_cluster import local_cluster  # noqa: F401  (fixture: a real local Kubernetes cluster)
 from tests.tools import require_tool
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")

@@ -1,0 +1,46 @@
+"""A real Kubernetes control plane for the tests: the `local_cluster` fixture.
+
+It starts the cluster through modm.devcluster, the code behind scripts/local-cluster, so the tests
+run what a person runs: etcd, kube-apiserver (RBAC, ServiceAccount tokens), kube-controller-manager,
+kube-scheduler and kwok on 127.0.0.1, with 8 NVIDIA GPUs on two nodes, 2 AMD GPUs on one node and a
+CPU node. The binaries come from scripts/build-k8s's cache. Where they are missing the tests skip,
+except under CI=true (or MODM_BUILD_K8S=1), where the fixture builds them through that script first:
+~14 CPU-minutes once per machine (longer on a loaded one), hence the long timeout that `K8S_BUILD_TIMEOUT` gives the
+modules that use the fixture.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from modm.devcluster import Cluster, down, find_binaries, up
+
+# The first test to use the fixture may build the binaries (pytest-timeout counts fixture set-up).
+K8S_BUILD_TIMEOUT = 3600
+
+
+def k8s_binaries() -> Path:
+    """The built binaries' folder; built now under CI=true or MODM_BUILD_K8S=1, else a skip."""
+    build = os.environ.get("CI") == "true" or os.environ.get("MODM_BUILD_K8S") == "1"
+    found = find_binaries(build=build)
+    if found is None:
+        pytest.skip(
+            "the Kubernetes binaries are not built: run scripts/build-k8s (~14 CPU-min once) or set MODM_BUILD_K8S=1"
+        )
+    return found
+
+
+@pytest.fixture(scope="session")
+def local_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    """A running local cluster for the whole session; stopped and removed at its end."""
+    bin_dir = k8s_binaries()
+    folder = tmp_path_factory.mktemp("local-cluster") / "cluster"
+    cluster = up(folder, gpus=8, amd_gpus=2, gpus_per_node=4, cpu_nodes=1, bin_dir=bin_dir)
+    try:
+        yield cluster
+    finally:
+        down(folder)
