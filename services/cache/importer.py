@@ -114,17 +114,25 @@ class ObjectStoreSource(ImportSource):
 
     @classmethod
     def for_request(
-        cls, engine: CacheEngine, bucket: str, prefix: str, *, allowed_buckets: Collection[str] = ()
+        cls,
+        engine: CacheEngine,
+        bucket: str,
+        prefix: str,
+        *,
+        allowed_buckets: Collection[str] = (),
+        reserved_prefix: str | None = None,
     ) -> ObjectStoreSource:
-        """Only the cache's own bucket (off its own prefix) or one of `allowed_buckets`: the cache's
-        credentials may reach buckets that Import must not read."""
+        """Only the cache's own bucket (off `reserved_prefix`, where every collection's entries
+        live; by default the engine's own prefix) or one of `allowed_buckets`: the cache's
+        credentials may reach buckets, and other tenants' images, that Import must not read."""
+        reserved = engine.prefix if reserved_prefix is None else reserved_prefix
         if not prefix or prefix.startswith("/") or ".." in PurePosixPath(prefix).parts or "\x00" in prefix:
             raise InvalidArgument("bucket_prefix", "must be a relative key prefix such as 'precache/'")
         if bucket and not BUCKET.match(bucket):
             raise InvalidArgument("bucket", "is not a valid bucket name")
         own_bucket = not bucket or bucket == getattr(engine.objects, "bucket", bucket)
-        if own_bucket and (prefix.startswith(engine.prefix) or engine.prefix.startswith(prefix)):
-            raise InvalidArgument("bucket_prefix", f"must not overlap the cache's own prefix {engine.prefix!r}")
+        if own_bucket and (prefix.startswith(reserved) or reserved.startswith(prefix)):
+            raise InvalidArgument("bucket_prefix", f"must not overlap the cache's own prefix {reserved!r}")
         if own_bucket:
             store = engine.objects
         elif bucket in allowed_buckets and engine.object_store_for_bucket is not None:

@@ -97,11 +97,12 @@ async def open_backends(settings: CacheSettings, backends: Backends) -> tuple[Em
         embedder, max_batch=settings.embed_max_batch, window_ms=settings.embed_window_ms
     )
     token = settings.milvus_token.get_secret_value() if settings.milvus_token else None
+    collection = collection_name(settings.collection_prefix, embedder.slug, embedder.dim)
     backends.vectors = await asyncio.to_thread(
         MilvusVectorStore,
         settings.resolved_milvus_uri(),
         embedder.dim,
-        collection_name(settings.collection_prefix, embedder.slug, embedder.dim),
+        collection,
         token=token,
         db_name=settings.milvus_db,
         index_type=settings.index_type,
@@ -118,7 +119,7 @@ async def open_backends(settings: CacheSettings, backends: Backends) -> tuple[Em
         limits=settings.limits(),
         request_limits=settings.request_limits(),
         thresholds=settings.threshold_table(),
-        object_prefix=settings.s3_prefix,
+        object_prefix=settings.object_prefix(collection),
         reconcile_grace_seconds=settings.reconcile_grace_seconds,
         reconcile_interval_seconds=settings.reconcile_interval_seconds,
         stats_flush_seconds=settings.stats_flush_seconds,
@@ -141,7 +142,12 @@ async def serve(settings: CacheSettings) -> None:
         embedder, engine = await open_backends(settings, backends)
         backends.embedder.start()  # type: ignore[union-attr]
         report = await engine.start(reconcile=settings.reconcile_on_start)
-        servicer.attach(engine, import_root=settings.import_root, import_buckets=settings.import_buckets)
+        servicer.attach(
+            engine,
+            import_root=settings.import_root,
+            import_buckets=settings.import_buckets,
+            entries_prefix=settings.s3_prefix,
+        )
         await host.set_serving(True)
         metrics.READY.set(1)
         log.info(

@@ -81,13 +81,23 @@ class CacheServicer(cache_pb2_grpc.CacheServicer):
         self.policy_name = ""
         self.import_root = None
         self.import_buckets: frozenset[str] = frozenset()
+        self.entries_prefix: str | None = None
 
-    def attach(self, engine: CacheEngine, *, import_root: object = None, import_buckets: Iterable[str] = ()) -> None:
+    def attach(
+        self,
+        engine: CacheEngine,
+        *,
+        import_root: object = None,
+        import_buckets: Iterable[str] = (),
+        entries_prefix: str | None = None,
+    ) -> None:
+        """Serve `engine`; Import never reads under `entries_prefix` (all collections' entries)."""
         self._ready = engine
         self.embedder_name = engine.embedder.embedder.name
         self.policy_name = engine.ledger.policy.name
         self.import_root = import_root
         self.import_buckets = frozenset(import_buckets)
+        self.entries_prefix = entries_prefix
 
     @property
     def _engine(self) -> CacheEngine:
@@ -188,7 +198,11 @@ class CacheServicer(cache_pb2_grpc.CacheServicer):
             source = FolderSource.under_root(request.folder, self.import_root)
         elif which == "bucket_prefix":
             source = ObjectStoreSource.for_request(
-                engine, request.bucket, request.bucket_prefix, allowed_buckets=self.import_buckets
+                engine,
+                request.bucket,
+                request.bucket_prefix,
+                allowed_buckets=self.import_buckets,
+                reserved_prefix=self.entries_prefix,
             )
         else:
             raise InvalidArgument("source", "give a folder or a bucket_prefix")

@@ -160,6 +160,11 @@ class CacheSettings(ServiceSettings):
     def resolved_data_dir(self) -> Path:
         return self.data_dir if self.data_dir is not None else data_home() / "cache"
 
+    def object_prefix(self, collection: str) -> str:
+        """Where a collection's image bytes live: a folder of their own under `s3_prefix`, so a
+        reconcile of one collection (one embedder) never takes another's images for orphans."""
+        return f"{self.s3_prefix}{collection}/"
+
     def resolved_milvus_uri(self) -> str:
         return self.milvus_uri or str(self.resolved_data_dir() / "milvus.db")
 

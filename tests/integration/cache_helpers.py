@@ -13,10 +13,14 @@ import grpc
 from PIL import Image
 
 from modm.launch import ServiceProcess
+from modm.services.cache.milvus import collection_name
 from modm.services.cache.s3 import S3ObjectStore
 from modm.services.cache.seaweed import SeaweedServer
 from modm.v1 import cache_pb2, cache_pb2_grpc
 from tests.procs import start_cache
+
+# Where the default collection (MiniLM, 384-d) keeps its image bytes in the bucket.
+OBJECTS = f"entries/{collection_name('modm_cache', 'minilm', 384)}/"
 
 
 def png(color: tuple[int, int, int] = (200, 30, 30), size: int = 24) -> bytes:

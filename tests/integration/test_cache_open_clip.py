@@ -14,7 +14,7 @@ from modm.services.cache.embedders import OpenClipEmbedder, load_embedder
 from modm.services.cache.thresholds import CLIP_VIT_L_14
 from modm.services.cache.tiny_clip import TINY_CLIP_CONFIG, build_tiny_clip
 from modm.v1 import cache_pb2
-from tests.integration.cache_helpers import CacheClient, png, started_cache
+from tests.integration.cache_helpers import OBJECTS, CacheClient, new_bucket, png, seaweed, started_cache
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -69,3 +69,26 @@ def test_cache_with_open_clip_embeds_inserted_images(tiny_clip: Path, tmp_path: 
     finally:
         cache.close()
         proc.stop()
+
+
+def test_switching_embedders_and_back_loses_no_image(tiny_clip: Path, tmp_path: Path) -> None:
+    """Each embedder's collection keeps its images in a folder of its own, so a reconcile of the
+    other embedder's collection (grace 0) does not take them for orphans."""
+    clip = {"embedder": "open_clip", "open_clip_model": f"local-dir:{tiny_clip}"}
+    with seaweed(tmp_path / "s3") as s3:
+        bucket = new_bucket()
+        settings = s3.settings(bucket)
+        entry_id = ""
+        for step, embedder in (("insert", {}), ("switch", clip), ("back", {})):
+            proc = started_cache(tmp_path / "data", tmp_path, **settings, **embedder)
+            cache = CacheClient(proc.address)
+            try:
+                if step == "insert":
+                    entry_id = cache.insert("switch", "a lighthouse on a cliff", png((1, 2, 3))).entry_id
+                cache.reconcile(grace_seconds=0)
+                if step == "back":
+                    assert cache.fetch("switch", entry_id).image == png((1, 2, 3))
+            finally:
+                cache.close()
+                proc.stop()
+        assert [o.key for o in s3.store(bucket).list("entries/")] == [f"{OBJECTS}switch/{entry_id}"]

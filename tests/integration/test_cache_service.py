@@ -19,7 +19,16 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from modm.launch import ServiceProcess, health_status
 from modm.v1 import cache_pb2, common_pb2
-from tests.integration.cache_helpers import S3, CacheClient, code_of, new_bucket, png, seaweed, started_cache
+from tests.integration.cache_helpers import (
+    OBJECTS,
+    S3,
+    CacheClient,
+    code_of,
+    new_bucket,
+    png,
+    seaweed,
+    started_cache,
+)
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -248,9 +257,9 @@ def test_kill_between_the_two_writes_then_reconcile(s3: S3, tmp_path: Path) -> N
         thread = threading.Thread(target=doomed_insert)
         thread.start()
         deadline = time.monotonic() + 60
-        while not [o for o in store.list("entries/crash/")] and time.monotonic() < deadline:
+        while not [o for o in store.list(f"{OBJECTS}crash/")] and time.monotonic() < deadline:
             time.sleep(0.05)
-        orphan = [o.key for o in store.list("entries/crash/")]
+        orphan = [o.key for o in store.list(f"{OBJECTS}crash/")]
         assert len(orphan) == 1, "the object was never written"
         proc.stop(signal.SIGKILL)  # between the object write and the vector write
         thread.join(30)
@@ -262,14 +271,14 @@ def test_kill_between_the_two_writes_then_reconcile(s3: S3, tmp_path: Path) -> N
     proc = started_cache(tmp_path / "data", tmp_path, **settings)
     cache = CacheClient(proc.address)
     try:
-        assert [o.key for o in store.list("entries/crash/")] == orphan
+        assert [o.key for o in store.list(f"{OBJECTS}crash/")] == orphan
         assert cache.stats().total.entries == 0
         assert not cache.lookup("crash", "an orphaned image of a red barn").matches
         kept = cache.insert("crash", "a healthy entry that must survive").entry_id
         # ... and an on-demand reconcile removes it, leaving the healthy entry alone.
         report = cache.reconcile(grace_seconds=0)
         assert report.orphan_objects_removed == 1 and report.stale_vectors_removed == 0
-        assert [o.key for o in store.list("entries/crash/")] == [f"entries/crash/{kept}"]
+        assert [o.key for o in store.list(f"{OBJECTS}crash/")] == [f"{OBJECTS}crash/{kept}"]
         assert cache.fetch("crash", kept).entry.prompt == "a healthy entry that must survive"
     finally:
         cache.close()
@@ -280,7 +289,7 @@ def test_start_up_reconcile_removes_orphans_past_the_grace_period(s3: S3, tmp_pa
     bucket = new_bucket()
     settings = s3.settings(bucket)
     store = s3.store(bucket)
-    store.put("entries/x/" + "a" * 32, png(), "image/png")  # what a crash between writes leaves
+    store.put(f"{OBJECTS}x/" + "a" * 32, png(), "image/png")  # what a crash between writes leaves
     proc = started_cache(tmp_path / "data", tmp_path, reconcile_grace_seconds=0, **settings)
     try:
         assert list(store.list("entries/")) == []
@@ -295,7 +304,7 @@ def test_vanished_object_is_a_miss_and_its_vector_is_removed(s3: S3, tmp_path: P
     cache = CacheClient(proc.address)
     try:
         gone = cache.insert("v", "a glass of orange juice on a table").entry_id
-        store.delete([f"entries/v/{gone}"])
+        store.delete([f"{OBJECTS}v/{gone}"])
         result = cache.lookup("v", "a glass of orange juice on a table")
         assert not result.decision.hit and not result.matches
         assert cache.stats("v").tenants[0].entries == 0
@@ -339,8 +348,8 @@ def test_capacity_eviction_removes_vectors_and_objects(s3: S3, tmp_path: Path) -
         ids = [cache.insert("e", f"entry number {i} of a long series").entry_id for i in range(2)]
         third = cache.insert("e", "entry number 2 of a long series")
         assert list(third.evicted_ids) == [ids[0]]
-        assert sorted(o.key for o in store.list("entries/e/")) == sorted(
-            f"entries/e/{i}" for i in (ids[1], third.entry_id)
+        assert sorted(o.key for o in store.list(f"{OBJECTS}e/")) == sorted(
+            f"{OBJECTS}e/{i}" for i in (ids[1], third.entry_id)
         )
         assert code_of(cache.fetch, "e", ids[0])[0] == grpc.StatusCode.NOT_FOUND
         stats = cache.stats("e")
@@ -369,10 +378,10 @@ def test_tenant_capacity_override_evicts_inside_that_tenant(s3: S3, tmp_path: Pa
         assert cache.lookup("small", "a red kite").decision.entry_id == small[0]  # now the recent one
         third = cache.insert("small", "a grey heron")
         assert list(third.evicted_ids) == [small[1]]
-        assert sorted(o.key for o in store.list("entries/small/")) == sorted(
-            f"entries/small/{i}" for i in (small[0], third.entry_id)
+        assert sorted(o.key for o in store.list(f"{OBJECTS}small/")) == sorted(
+            f"{OBJECTS}small/{i}" for i in (small[0], third.entry_id)
         )
-        assert sorted(o.key for o in store.list("entries/big/")) == sorted(f"entries/big/{i}" for i in big)
+        assert sorted(o.key for o in store.list(f"{OBJECTS}big/")) == sorted(f"{OBJECTS}big/{i}" for i in big)
         fourth = cache.insert("big", "a silver spoon")
         assert list(fourth.evicted_ids) == [big[0]]  # big keeps the default cap of 3
         stats = cache.stats("small")
@@ -390,12 +399,12 @@ def test_ttl_sweep_removes_expired_entries_from_both_stores(s3: S3, tmp_path: Pa
     cache = CacheClient(proc.address)
     try:
         entry_id = cache.insert("ttl", "a melting ice cream cone").entry_id
-        assert [o.key for o in store.list("entries/ttl/")] == [f"entries/ttl/{entry_id}"]
+        assert [o.key for o in store.list(f"{OBJECTS}ttl/")] == [f"{OBJECTS}ttl/{entry_id}"]
         deadline = time.monotonic() + 60
         while cache.stats("ttl").tenants[0].entries:  # the sweep runs every 0.5 s
             assert time.monotonic() < deadline, "the TTL sweep never removed the entry"
             time.sleep(0.5)
-        assert list(store.list("entries/ttl/")) == []
+        assert list(store.list(f"{OBJECTS}ttl/")) == []
         assert not cache.lookup("ttl", "a melting ice cream cone").matches
         assert code_of(cache.fetch, "ttl", entry_id)[0] == grpc.StatusCode.NOT_FOUND
         assert cache.stats("ttl").tenants[0].evictions == 1
