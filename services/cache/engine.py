@@ -47,6 +47,7 @@ import numpy as np
 
 from modm.errors import InvalidArgument, NotFound, Unavailable
 from modm.images import decode_image
+from modm.params import ParamsFingerprint
 from modm.services.cache import metrics
 from modm.services.cache.embedders import BatchingEmbedder
 from modm.services.cache.ledger import Eviction, Ledger, Limits
@@ -75,7 +76,6 @@ from modm.services.cache.stores import (
 )
 from modm.services.cache.thresholds import TOTAL_STEPS, Decision, ThresholdTable
 from modm.services.cache.validation import (
-    ParamsFingerprint,
     RequestLimits,
     check_embedding,
     check_entry_id,

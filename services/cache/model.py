@@ -6,8 +6,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from modm.params import ParamsFingerprint, fingerprint
 from modm.services.cache.thresholds import Decision
-from modm.services.cache.validation import ParamsFingerprint, fingerprint
 
 
 @dataclass(frozen=True)

@@ -6,8 +6,6 @@ expressions and object keys: nothing a caller sends is ever quoted into either.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import math
 import re
 from collections.abc import Mapping, Sequence
@@ -90,45 +88,3 @@ def check_metadata(metadata: Mapping[str, str], field: str = "metadata") -> dict
         if len(value) > METADATA_VALUE_MAX:
             raise InvalidArgument(f"{field}[{key!r}]", f"value is longer than {METADATA_VALUE_MAX} characters")
     return dict(metadata)
-
-
-@dataclass(frozen=True)
-class ParamsFingerprint:
-    """What makes two generations the same: `key` covers everything but the seed."""
-
-    key: str
-    seed: str  # "" when the request left the seed to the worker
-
-    def matches(self, stored_key: str, stored_seed: str) -> bool:
-        """An exact repeat: same parameters, and the same seed if this request fixed one."""
-        return bool(stored_key) and stored_key == self.key and (not self.seed or self.seed == stored_seed)
-
-
-def fingerprint(
-    prompt: str,
-    negative_prompt: str,
-    width: int,
-    height: int,
-    steps: int,
-    guidance_scale: float | None,
-    seed: int | None,
-) -> ParamsFingerprint:
-    """Canonical fingerprint of generation parameters (prompt whitespace-trimmed).
-
-    Zero/None fields mean "the model's default" and are compared as such: a request that leaves
-    the size unset only repeats an entry inserted with the size unset too. The router should
-    therefore pass the parameters it resolved, the same way for lookups and inserts.
-    """
-    canonical = json.dumps(
-        {
-            "prompt": prompt.strip(),
-            "negative_prompt": negative_prompt.strip(),
-            "width": width,
-            "height": height,
-            "steps": steps,
-            "guidance_scale": None if guidance_scale is None else round(float(guidance_scale), 4),
-        },
-        sort_keys=True,
-        separators=(",", ":"),
-    )
-    return ParamsFingerprint(hashlib.sha256(canonical.encode()).hexdigest(), "" if seed is None else str(seed))

@@ -29,8 +29,7 @@ from modm.errors import (
 )
 from modm.grpc_errors import FailureReason
 from modm.images import ImageFormat, decode_image, encode_image
-from modm.params import FORMAT_FROM_PROTO, FORMAT_TO_PROTO, read_params
-from modm.services.cache.validation import fingerprint
+from modm.params import FORMAT_FROM_PROTO, FORMAT_TO_PROTO, fingerprint, read_params
 from modm.services.router import metrics
 from modm.services.router.backends import (
     CacheBackend,

@@ -3,6 +3,7 @@ from __future__ import annotations
 import pytest
 
 from modm.errors import InvalidArgument
+from modm.params import fingerprint
 from modm.services.cache.validation import (
     RequestLimits,
     check_embedding,
@@ -12,7 +13,6 @@ from modm.services.cache.validation import (
     check_prompt,
     check_tenant,
     check_top_k,
-    fingerprint,
 )
 
 LIMITS = RequestLimits(max_prompt_chars=50, max_top_k=10, max_image_bytes=1000, max_image_pixels=100)
