@@ -153,6 +153,19 @@ class ServiceHost:
         )
         return self.port
 
+    async def __aenter__(self) -> ServiceHost:
+        try:
+            await self.start()
+        except BaseException:
+            await self.server.stop(0)
+            raise
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        """Stop the server at once if the service failed before `run_until_stopped` drained it:
+        one left for the interpreter's exit would print teardown noise after the real error."""
+        await self.server.stop(0)
+
     async def set_serving(self, serving: bool) -> None:
         status = health_pb2.HealthCheckResponse.SERVING if serving else health_pb2.HealthCheckResponse.NOT_SERVING
         for name in self._names:

@@ -135,40 +135,40 @@ async def serve(settings: CacheSettings) -> None:
     host = ServiceHost(settings, [SERVICE_NAME])
     servicer = CacheServicer()
     cache_pb2_grpc.add_CacheServicer_to_server(servicer, host.server)
-    await host.start()
-    backends = Backends()
-    engine: CacheEngine | None = None
-    try:
-        embedder, engine = await open_backends(settings, backends)
-        backends.embedder.start()  # type: ignore[union-attr]
-        report = await engine.start(reconcile=settings.reconcile_on_start)
-        servicer.attach(
-            engine,
-            import_root=settings.import_root,
-            import_buckets=settings.import_buckets,
-            entries_prefix=settings.s3_prefix,
-        )
-        await host.set_serving(True)
-        metrics.READY.set(1)
-        log.info(
-            "serving",
-            extra={
-                "port": host.port,
-                "embedder": embedder.name,
-                "dim": embedder.dim,
-                "index": backends.vectors.index_type if backends.vectors else None,
-                "milvus": settings.resolved_milvus_uri(),
-                "s3": backends.objects.endpoint if backends.objects else None,
-                "entries": len(engine.ledger),
-                "reconcile": report.__dict__ if report else None,
-            },
-        )
-        await host.run_until_stopped()
-    finally:
-        metrics.READY.set(0)
-        if engine is not None:
-            await engine.close()
-        await backends.close()
+    async with host:
+        backends = Backends()
+        engine: CacheEngine | None = None
+        try:
+            embedder, engine = await open_backends(settings, backends)
+            backends.embedder.start()  # type: ignore[union-attr]
+            report = await engine.start(reconcile=settings.reconcile_on_start)
+            servicer.attach(
+                engine,
+                import_root=settings.import_root,
+                import_buckets=settings.import_buckets,
+                entries_prefix=settings.s3_prefix,
+            )
+            await host.set_serving(True)
+            metrics.READY.set(1)
+            log.info(
+                "serving",
+                extra={
+                    "port": host.port,
+                    "embedder": embedder.name,
+                    "dim": embedder.dim,
+                    "index": backends.vectors.index_type if backends.vectors else None,
+                    "milvus": settings.resolved_milvus_uri(),
+                    "s3": backends.objects.endpoint if backends.objects else None,
+                    "entries": len(engine.ledger),
+                    "reconcile": report.__dict__ if report else None,
+                },
+            )
+            await host.run_until_stopped()
+        finally:
+            metrics.READY.set(0)
+            if engine is not None:
+                await engine.close()
+            await backends.close()
 
 
 def main(settings: CacheSettings) -> None:

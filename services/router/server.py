@@ -80,48 +80,48 @@ async def serve(settings: RouterSettings, host: ServiceHost | None = None) -> No
     http = HttpHost(app, settings) if app is not None else None
     if http is not None:
         await http.start()
-    await host.start()
-    stopping = asyncio.Event()
-    if own_host and http is not None:  # SIGTERM must reach the HTTP side too, not only the gRPC host
+    async with host:
+        stopping = asyncio.Event()
+        if own_host and http is not None:  # SIGTERM must reach the HTTP side too, not only the gRPC host
 
-        def stop() -> None:
+            def stop() -> None:
+                stopping.set()
+                host.request_stop()
+
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                asyncio.get_running_loop().add_signal_handler(sig, stop)
+        discovery.start()
+
+        async def drain_http() -> None:
+            await stopping.wait()
+            readiness.ready = False
+            if http is not None:
+                await asyncio.sleep(settings.drain_delay_seconds)
+                await http.stop()
+
+        async def announce() -> None:
+            await discovery.ready.wait()
+            await host.set_serving(True)
+            readiness.ready = True
+            log.info("serving", extra={"port": host.port, "cache": settings.cache or "none"})
+            while True:  # keep the queue/in-flight gauges fresh between Stats calls
+                engine.snapshot()
+                await asyncio.sleep(GAUGE_INTERVAL_S)
+
+        announcer = asyncio.create_task(announce())
+        http_drainer = asyncio.create_task(drain_http())
+        try:
+            await host.run_until_stopped()
+        finally:
+            announcer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await announcer
             stopping.set()
-            host.request_stop()
-
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            asyncio.get_running_loop().add_signal_handler(sig, stop)
-    discovery.start()
-
-    async def drain_http() -> None:
-        await stopping.wait()
-        readiness.ready = False
-        if http is not None:
-            await asyncio.sleep(settings.drain_delay_seconds)
-            await http.stop()
-
-    async def announce() -> None:
-        await discovery.ready.wait()
-        await host.set_serving(True)
-        readiness.ready = True
-        log.info("serving", extra={"port": host.port, "cache": settings.cache or "none"})
-        while True:  # keep the queue/in-flight gauges fresh between Stats calls
-            engine.snapshot()
-            await asyncio.sleep(GAUGE_INTERVAL_S)
-
-    announcer = asyncio.create_task(announce())
-    http_drainer = asyncio.create_task(drain_http())
-    try:
-        await host.run_until_stopped()
-    finally:
-        announcer.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await announcer
-        stopping.set()
-        await http_drainer
-        await engine.close()
-        await discovery.close()
-        if cache is not None:
-            await cache.close()
+            await http_drainer
+            await engine.close()
+            await discovery.close()
+            if cache is not None:
+                await cache.close()
 
 
 def main(settings: RouterSettings) -> None:

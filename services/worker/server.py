@@ -62,34 +62,34 @@ async def serve(
     host = host or ServiceHost(settings, [SERVICE_NAME])
     servicer = WorkerServicer()
     worker_pb2_grpc.add_WorkerServicer_to_server(servicer, host.server)
-    await host.start()
-    executor = pipeline_thread()
-    runner = await asyncio.get_running_loop().run_in_executor(executor, load, settings)
+    async with host:
+        executor = pipeline_thread()
+        runner = await asyncio.get_running_loop().run_in_executor(executor, load, settings)
 
-    async def stop_serving() -> None:  # the engine found the pipeline broken
-        metrics.READY.set(0)
-        await host.set_serving(False)
+        async def stop_serving() -> None:  # the engine found the pipeline broken
+            metrics.READY.set(0)
+            await host.set_serving(False)
 
-    engine = WorkerEngine(runner, settings, executor, on_broken=stop_serving)
-    if settings.warmup:
-        profile = await engine.warm_up()
-        log.info(
-            "warmed up",
-            extra={
-                "seconds_per_step": profile.seconds_per_step,
-                "overhead_seconds": profile.overhead_seconds,
-            },
-        )
-    engine.start()
-    servicer.attach(engine)
-    await host.set_serving(True)
-    metrics.READY.set(1)
-    log.info("serving", extra={"port": host.port, "model": settings.model, "role": settings.role})
-    try:
-        await host.run_until_stopped()
-    finally:
-        metrics.READY.set(0)
-        await engine.close()
+        engine = WorkerEngine(runner, settings, executor, on_broken=stop_serving)
+        if settings.warmup:
+            profile = await engine.warm_up()
+            log.info(
+                "warmed up",
+                extra={
+                    "seconds_per_step": profile.seconds_per_step,
+                    "overhead_seconds": profile.overhead_seconds,
+                },
+            )
+        engine.start()
+        servicer.attach(engine)
+        await host.set_serving(True)
+        metrics.READY.set(1)
+        log.info("serving", extra={"port": host.port, "model": settings.model, "role": settings.role})
+        try:
+            await host.run_until_stopped()
+        finally:
+            metrics.READY.set(0)
+            await engine.close()
 
 
 def main(settings: WorkerSettings) -> None:

@@ -154,3 +154,4 @@ def test_a_broken_start_prints_the_error_and_its_cause(tmp_path: Path) -> None:
     assert "Traceback" in done.stdout, done.stdout
     assert f"OSError: Error no file named model_index.json found in directory {empty}" in done.stdout
     assert f"slot0 did not start: process exited with 1; its output is above and in {tmp_path}" in done.stdout
+    assert "Event loop is closed" not in done.stdout and "never awaited" not in done.stdout, done.stdout
