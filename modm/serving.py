@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import grpc
@@ -22,6 +22,7 @@ from grpc_reflection.v1alpha import reflection
 from prometheus_client import start_http_server
 
 from modm.grpc_errors import ErrorMappingInterceptor
+from modm.grpc_handlers import checked
 from modm.settings import ServiceSettings
 from modm.tls import server_credentials
 
@@ -58,33 +59,12 @@ class MalformedRequestInterceptor(aio.ServerInterceptor):
             except DecodeError as error:
                 return _Malformed(error)
 
-        async def refuse(request: _Malformed, context: aio.ServicerContext) -> None:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"request: not a valid message ({request.reason})")
+        async def check(request: Any, context: aio.ServicerContext) -> None:
+            if isinstance(request, _Malformed):
+                reason = f"request: not a valid message ({request.reason})"
+                await context.abort(grpc.StatusCode.INVALID_ARGUMENT, reason)
 
-        if handler.unary_unary is not None:
-            unary = handler.unary_unary
-
-            async def checked_unary(request: Any, context: aio.ServicerContext) -> Any:
-                if isinstance(request, _Malformed):
-                    await refuse(request, context)
-                return await unary(request, context)
-
-            return grpc.unary_unary_rpc_method_handler(
-                checked_unary, request_deserializer=deserialize, response_serializer=handler.response_serializer
-            )
-        if handler.unary_stream is not None:
-            stream = handler.unary_stream
-
-            async def checked_stream(request: Any, context: aio.ServicerContext) -> AsyncIterator[Any]:
-                if isinstance(request, _Malformed):
-                    await refuse(request, context)
-                async for item in stream(request, context):
-                    yield item
-
-            return grpc.unary_stream_rpc_method_handler(
-                checked_stream, request_deserializer=deserialize, response_serializer=handler.response_serializer
-            )
-        return handler
+        return checked(handler, check, request_deserializer=deserialize) or handler
 
 
 class ServiceHost:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import hmac
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,6 +22,7 @@ from grpc import aio
 
 from modm.errors import ModmError, PermissionDenied, Unauthenticated
 from modm.grpc_errors import abort_with
+from modm.grpc_handlers import checked
 from modm.tenants import check_tenant, is_tenant
 from modm.v1 import router_pb2
 
@@ -290,31 +291,9 @@ class BearerAuthInterceptor(aio.ServerInterceptor):
                 log.info("refused call", extra={"method": method, "reason": str(error)})
                 await abort_with(context, error, method)
 
-        if handler.unary_unary is not None:
-            unary = handler.unary_unary
-
-            async def bound_unary(request: Any, context: aio.ServicerContext) -> Any:
-                await authorize(request, context)
-                return await unary(request, context)
-
-            return grpc.unary_unary_rpc_method_handler(
-                bound_unary,
-                request_deserializer=handler.request_deserializer,
-                response_serializer=handler.response_serializer,
-            )
-        if handler.unary_stream is not None:
-            stream = handler.unary_stream
-
-            async def bound_stream(request: Any, context: aio.ServicerContext) -> AsyncIterator[Any]:
-                await authorize(request, context)
-                async for item in stream(request, context):
-                    yield item
-
-            return grpc.unary_stream_rpc_method_handler(
-                bound_stream,
-                request_deserializer=handler.request_deserializer,
-                response_serializer=handler.response_serializer,
-            )
+        bound = checked(handler, authorize)
+        if bound is not None:
+            return bound
 
         async def unsupported(request: Any, context: aio.ServicerContext) -> None:  # fail closed
             await context.abort(grpc.StatusCode.UNIMPLEMENTED, "streamed requests are not served")

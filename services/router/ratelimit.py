@@ -18,7 +18,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,6 +27,7 @@ from grpc import aio
 
 from modm.errors import ResourceExhausted
 from modm.grpc_errors import abort_with
+from modm.grpc_handlers import checked
 from modm.tenants import is_tenant
 
 log = logging.getLogger(__name__)
@@ -131,31 +132,9 @@ class TenantRateLimitInterceptor(aio.ServerInterceptor):
         handler = await continuation(handler_call_details)
         if handler is None or handler_call_details.method not in LIMITED_METHODS:
             return handler
-        if handler.unary_unary is not None:
-            unary = handler.unary_unary
 
-            async def limited_unary(request: Any, context: aio.ServicerContext) -> Any:
-                if (refused := self._refusal(request)) is not None:
-                    await abort_with(context, refused, "rate limit")
-                return await unary(request, context)
+        async def limit(request: Any, context: aio.ServicerContext) -> None:
+            if (refused := self._refusal(request)) is not None:
+                await abort_with(context, refused, "rate limit")
 
-            return grpc.unary_unary_rpc_method_handler(
-                limited_unary,
-                request_deserializer=handler.request_deserializer,
-                response_serializer=handler.response_serializer,
-            )
-        if handler.unary_stream is not None:
-            stream = handler.unary_stream
-
-            async def limited_stream(request: Any, context: aio.ServicerContext) -> AsyncIterator[Any]:
-                if (refused := self._refusal(request)) is not None:
-                    await abort_with(context, refused, "rate limit")
-                async for item in stream(request, context):
-                    yield item
-
-            return grpc.unary_stream_rpc_method_handler(
-                limited_stream,
-                request_deserializer=handler.request_deserializer,
-                response_serializer=handler.response_serializer,
-            )
-        return handler
+        return checked(handler, limit) or handler
