@@ -30,7 +30,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -46,6 +46,7 @@ NODE_IP = "127.0.0.1"
 ISSUER = "https://kubernetes.default.svc.cluster.local"
 KWOK_ANNOTATION = ("kwok.x-k8s.io/node", "fake")
 STATE = "state.json"
+AUDIT_LOG = "audit.log"  # in <dir>/logs/
 
 NVIDIA_PRODUCT = {"product": "NVIDIA-H100-80GB-HBM3", "memory": "81559", "family": "hopper"}
 AMD_PRODUCT = {"product-name": "AMD_Instinct_MI300X_OAM", "device-id": "74a1", "vram": "192G", "family": "AI"}
@@ -143,9 +144,29 @@ class Process:
     pid: int
     binary: str
     log: str
+    # What it was started with, so that it can be started again alone (same ports, same data).
+    args: list[str] = field(default_factory=list)
+    env: dict[str, str] = field(default_factory=dict)
+    # The child's Popen when this Python process started it (not saved).
+    popen: subprocess.Popen[bytes] | None = field(default=None, repr=False, compare=False)
+
+    def saved(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "pid": self.pid,
+            "binary": self.binary,
+            "log": self.log,
+            "args": self.args,
+            "env": self.env,
+        }
 
     def alive(self) -> bool:
-        """Alive and still the process we started (its pid not reused by another program)."""
+        """Alive and still the process we started (its pid not reused by another program). A
+        child of ours is asked through its Popen: right after vfork its /proc cmdline can still
+        read empty (the exec has not set it up yet), which the check by command line would take
+        for an exited process."""
+        if self.popen is not None:
+            return self.popen.poll() is None
         command = _command_of(self.pid)
         return bool(command) and (command == self.binary or command.startswith(self.binary + " "))
 
@@ -191,8 +212,6 @@ class Cluster:
     nodes: list[str]
     processes: list[Process] = field(default_factory=list)
     started_s: float = 0.0
-    # The Popen objects when this process started them (not saved): kept so that they are waited for.
-    popens: list[subprocess.Popen[bytes]] = field(default_factory=list, repr=False)
 
     # -- state ---------------------------------------------------------------------------------
     def save(self) -> None:
@@ -206,7 +225,7 @@ class Cluster:
             "versions": self.versions,
             "ports": self.ports,
             "nodes": self.nodes,
-            "processes": [p.__dict__ for p in self.processes],
+            "processes": [p.saved() for p in self.processes],
             "started_s": self.started_s,
         }
         tmp = self.dir / (STATE + ".part")
@@ -282,13 +301,73 @@ class Cluster:
         """Stops every process (last started first) and removes the folder."""
         for process in reversed(self.processes):
             process.stop()
-        for popen in self.popens:
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                popen.wait(timeout=1)
         shutil.rmtree(self.dir, ignore_errors=True)
+
+    def audit(self) -> list[dict[str, Any]]:
+        """The API server's audit log so far (see `_audit_policy`), oldest first."""
+        path = self.dir / "logs" / AUDIT_LOG
+        lines = path.read_text().splitlines() if path.exists() else []
+        return [json.loads(line) for line in lines if line.strip()]
 
     def running(self) -> dict[str, bool]:
         return {p.name: p.alive() for p in self.processes}
+
+    def process(self, name: str) -> Process:
+        found = [p for p in self.processes if p.name == name]
+        if not found:
+            raise ClusterError(f"no {name} in this cluster (it has {', '.join(p.name for p in self.processes)})")
+        return found[0]
+
+    def launch(self, name: str, args: list[str], env: dict[str, str] | None = None) -> Process:
+        """Starts the binary `name` with `args` in the background (its output appended to
+        logs/<name>.log) and records it in the state file, in the place of an earlier one."""
+        log_path = self.dir / "logs" / f"{name}.log"
+        with open(log_path, "ab") as out:
+            popen = subprocess.Popen(
+                [str(self.bin_dir / name), *args],
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                cwd=self.dir,
+                env=_child_env(env),
+                start_new_session=True,  # outlives `scripts/local-cluster up`; `down` stops it
+            )
+        process = Process(name, popen.pid, str(self.bin_dir / name), str(log_path), list(args), dict(env or {}), popen)
+        names = [p.name for p in self.processes]
+        if name in names:
+            self.processes[names.index(name)] = process
+        else:
+            self.processes.append(process)
+        self.save()
+        return process
+
+    def healthy(self, name: str) -> bool:
+        """Whether a component answers its health endpoint (kwok, which has none: whether it runs)."""
+        if name == "etcd":
+            return _probe(f"http://127.0.0.1:{self.ports['etcd']}/health", None)
+        if name == "kube-apiserver":
+            return _probe(f"{self.server}/readyz", self.ssl_context())
+        if name in ("kube-controller-manager", "kube-scheduler"):
+            url = f"https://127.0.0.1:{self.ports[name.removeprefix('kube-')]}/healthz"
+            return _probe(url, self.ssl_context(client_cert=False))
+        return self.process(name).alive()
+
+    def stop_component(self, name: str, grace: float = 10.0) -> None:
+        """Stops one component (SIGTERM, SIGKILL after `grace` s) and keeps its record, ports and
+        data, so that `start_component` brings it back as it was: an outage of just that part.
+        kube-apiserver stops listening at SIGTERM but may take a minute to exit (it waits for
+        its long-running requests): a short grace ends it sooner."""
+        self.process(name).stop(grace)
+
+    def start_component(self, name: str, timeout: float = 60.0) -> Process:
+        """Starts a stopped component again with the flags, ports and data it had; returns once
+        it is healthy (kube-apiserver: /readyz)."""
+        old = self.process(name)
+        if old.alive():
+            raise ClusterError(f"{name} is running (pid {old.pid}); stop it first")
+        process = self.launch(name, old.args, old.env)
+        _wait(f"{name} to be healthy", lambda: self.healthy(name), [process], time.monotonic() + timeout)
+        return process
 
 
 # -- nodes ------------------------------------------------------------------------------------
@@ -355,6 +434,28 @@ def node_manifests(
     return manifests
 
 
+def _audit_policy(path: Path) -> Path:
+    """The API server's audit policy: every write (create, update, patch, delete) by anyone but
+    the control plane itself and kwok's fake kubelets, one JSON line each in logs/audit.log, with
+    who sent it (user, user agent), what it touched and the answer's code. It shows who changed
+    what in a test, e.g. which monitor replica patched a Deployment, or a 409 a client was given."""
+    policy = {
+        "apiVersion": "audit.k8s.io/v1",
+        "kind": "Policy",
+        "omitStages": ["RequestReceived"],
+        "rules": [
+            {"level": "None", "userGroups": ["system:serviceaccounts:kube-system", "system:nodes"]},
+            {"level": "None", "users": ["system:kube-controller-manager", "system:kube-scheduler", "system:apiserver"]},
+            {"level": "None", "namespaces": ["kube-node-lease", "kube-system"]},
+            {"level": "None", "resources": [{"group": "", "resources": ["nodes/status", "pods/status"]}]},
+            {"level": "Metadata", "verbs": ["create", "update", "patch", "delete", "deletecollection"]},
+            {"level": "None"},
+        ],
+    }
+    path.write_text(json.dumps(policy, indent=2) + "\n")  # JSON is YAML
+    return path
+
+
 def _kwok_config(stages_dir: Path, path: Path) -> Path:
     """kwok's configuration file: the Stages (node and pod lifecycles) it plays; recent kwok
     releases play none unless given some. They are the release's own "fast" set, copied from its
@@ -381,6 +482,20 @@ def _probe(url: str, context: ssl.SSLContext | None, timeout: float = 2.0) -> bo
             return reply.status == 200
     except (OSError, urllib.error.URLError):
         return False
+
+
+def _wait(what: str, ready: Callable[[], bool], watch: list[Process], deadline: float) -> None:
+    """Polls `ready` until `deadline` (monotonic); fails at once with its log when a watched process exits."""
+    while time.monotonic() < deadline:
+        if ready():
+            return
+        for process in watch:
+            _reap(process.pid)
+            if not process.alive():
+                raise ClusterError(f"{process.name} exited; the end of {process.log}:\n{_tail(Path(process.log))}")
+        time.sleep(0.2)
+    logs = "\n".join(f"--- {p.log}\n{_tail(Path(p.log), 10)}" for p in watch)
+    raise ClusterError(f"timed out waiting for {what}\n{logs}")
 
 
 @contextlib.contextmanager
@@ -476,37 +591,12 @@ def up(
     cluster.save()
 
     def start(name: str, args: list[str], env: dict[str, str] | None = None) -> Process:
-        binary = str(bin_dir / name)
-        log_path = folder / "logs" / f"{name}.log"
-        with open(log_path, "ab") as out:
-            popen = subprocess.Popen(
-                [binary, *args],
-                stdin=subprocess.DEVNULL,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                cwd=folder,
-                env=_child_env(env),
-                start_new_session=True,  # outlives `scripts/local-cluster up`; `down` stops it
-            )
-        process = Process(name, popen.pid, binary, str(log_path))
-        cluster.processes.append(process)
-        cluster.popens.append(popen)
-        cluster.save()
-        say(f"started {name} (pid {popen.pid})")
+        process = cluster.launch(name, args, env)
+        say(f"started {name} (pid {process.pid})")
         return process
 
-    def wait(what: str, ready: Any, watch: list[Process]) -> None:
-        deadline = t0 + timeout
-        while time.monotonic() < deadline:
-            if ready():
-                return
-            for process in watch:
-                _reap(process.pid)
-                if not process.alive():
-                    raise ClusterError(f"{process.name} exited; the end of {process.log}:\n{_tail(Path(process.log))}")
-            time.sleep(0.2)
-        logs = "\n".join(f"--- {p.log}\n{_tail(Path(p.log), 10)}" for p in watch)
-        raise ClusterError(f"timed out after {timeout:.0f} s waiting for {what}\n{logs}")
+    def wait(what: str, ready: Callable[[], bool], watch: list[Process]) -> None:
+        _wait(f"{what} ({timeout:.0f} s)", ready, watch, t0 + timeout)
 
     with _cleanup_on_error(cluster, keep_on_error):
         etcd_url = f"http://127.0.0.1:{ports['etcd']}"
@@ -525,7 +615,7 @@ def up(
                 "--log-level=warn",
             ],
         )
-        wait("etcd", lambda: _probe(f"{etcd_url}/health", None), [etcd])
+        wait("etcd", lambda: cluster.healthy("etcd"), [etcd])
 
         apiserver = start(
             "kube-apiserver",
@@ -557,9 +647,11 @@ def up(
                 "--kubelet-preferred-address-types=InternalIP",
                 "--allow-privileged=true",
                 "--profiling=false",
+                f"--audit-policy-file={_audit_policy(folder / 'audit-policy.yaml')}",
+                f"--audit-log-path={folder / 'logs' / AUDIT_LOG}",
             ],
         )
-        wait("kube-apiserver /readyz", lambda: _probe(f"{server}/readyz", cluster.ssl_context()), [etcd, apiserver])
+        wait("kube-apiserver /readyz", lambda: cluster.healthy("kube-apiserver"), [etcd, apiserver])
 
         common = [
             "--bind-address=127.0.0.1",
@@ -617,10 +709,8 @@ def up(
         cluster.save()
         say(f"created nodes {', '.join(cluster.nodes)}")
 
-        health = ssl.create_default_context(cafile=str(ca.pair.cert))
-        for name in ("controller-manager", "scheduler"):
-            url = f"https://127.0.0.1:{ports[name]}/healthz"
-            wait(f"kube-{name} /healthz", lambda url=url: _probe(url, health), everything)
+        for name in ("kube-controller-manager", "kube-scheduler"):
+            wait(f"{name} /healthz", lambda name=name: cluster.healthy(name), everything)
 
         def nodes_ready() -> bool:
             items = cluster.api("GET", "/api/v1/nodes")["items"]

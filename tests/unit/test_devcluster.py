@@ -1,5 +1,6 @@
 """modm.devcluster's pieces that need no binaries: the certificates, the fake nodes, kwok's config,
-the state file and `down` without a cluster. The cluster itself: tests/integration/test_local_cluster.py."""
+the state file, `down` without a cluster, and stopping and starting one component again. The
+cluster itself: tests/integration/test_local_cluster.py."""
 
 from __future__ import annotations
 
@@ -7,12 +8,14 @@ import ipaddress
 import ssl
 import subprocess
 import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 from cryptography import x509
 
-from modm.devcluster import POD_CIDR, SERVICE_CIDR, ClusterError, down, node_manifests
+from modm.devcluster import POD_CIDR, SERVICE_CIDR, Cluster, ClusterError, down, node_manifests
 from modm.devcluster.cluster import _kwok_config, find_binaries
 from modm.devcluster.pki import Authority, service_account_keys
 
@@ -111,3 +114,42 @@ def test_build_script_key_follows_the_pins() -> None:
     gomod = (ROOT / "tools/k8s/go.mod").read_text()
     version = next(line.split()[1] for line in gomod.splitlines() if line.strip().startswith("k8s.io/kubernetes v"))
     assert key.stdout.strip().startswith(f"kubernetes-{version}-")
+
+
+def test_a_component_is_stopped_and_started_again_with_the_same_flags(tmp_path: Path) -> None:
+    """What an outage test does to kube-apiserver, on a stand-in binary (named kwok, whose health
+    is whether it runs) that notes each start's arguments and environment."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    fake = bin_dir / "kwok"
+    fake.write_text('#!/bin/sh\necho "$* $FAKE_SETTING" >> "$0.starts"\nexec sleep 60\n')
+    fake.chmod(0o755)
+    starts = bin_dir / "kwok.starts"
+    folder = tmp_path / "cluster"
+    (folder / "logs").mkdir(parents=True)
+    cluster = Cluster(folder, "https://127.0.0.1:1", folder / "kubeconfig", bin_dir, *[folder / "x"] * 3, {}, {}, [])
+    first = cluster.launch("kwok", ["--port=1234", "--data=/d"], {"FAKE_SETTING": "kept"})
+    try:
+        wait_until(lambda: starts.exists() and len(starts.read_text().splitlines()) == 1)
+        with pytest.raises(ClusterError, match="is running"):
+            cluster.start_component("kwok")
+        cluster.stop_component("kwok", grace=2)
+        assert not first.alive() and cluster.running() == {"kwok": False}
+        again = cluster.start_component("kwok")
+        assert again.pid != first.pid and cluster.running() == {"kwok": True}
+        wait_until(lambda: len(starts.read_text().splitlines()) == 2)
+        assert starts.read_text().splitlines() == ["--port=1234 --data=/d kept"] * 2
+        saved = Cluster.load(folder).process("kwok")
+        assert (saved.pid, saved.args, saved.env) == (again.pid, ["--port=1234", "--data=/d"], {"FAKE_SETTING": "kept"})
+    finally:
+        cluster.down()
+    assert not again.alive() and not folder.exists()
+    with pytest.raises(ClusterError, match="no etcd"):
+        cluster.process("etcd")
+
+
+def wait_until(condition: Callable[[], bool], within_s: float = 10.0) -> None:
+    deadline = time.monotonic() + within_s
+    while not condition():
+        assert time.monotonic() < deadline, "condition not met"
+        time.sleep(0.05)
