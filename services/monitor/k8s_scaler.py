@@ -6,11 +6,18 @@ core/v1 Events, so `kubectl describe deploy` explains every change. It never fig
 target annotation records the replicas it last set, so live replicas that differ mean someone
 scaled by hand; it records that, adopts their value and leaves the Deployment alone for
 `manual_hold_seconds`. `modm.io/paused: "true"` stops it from touching a Deployment at all.
+
+A move between the pools shrinks first and grows only once the shrunk pool's pods are gone: on
+a cluster whose GPUs are all in use, a pod of the growing pool started earlier would wait Pending
+for a GPU that a terminating pod still holds (and could make a cluster autoscaler add a node).
+If the shrink does not happen (paused, held, changed by hand), the other pool grows only into
+the GPUs the decision's total leaves it.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -39,13 +46,20 @@ PAUSED = "modm.io/paused"
 MANUAL_AT = "modm.io/manual-scale-at"
 COMPONENT = "modm-monitor"
 
-# Exactly the API calls this module and `leader` make; the chart's Role must grant these and no more.
+# Exactly the API calls this module and `leader` make; the chart's Role must grant these and no more,
+# and names the objects (the two Deployments, the Lease) in every rule but `create`, which RBAC
+# cannot limit to a name.
 REQUIRED_RBAC: tuple[RbacRule, ...] = (
     RbacRule("apps", "deployments", ("get", "patch")),  # annotations
     RbacRule("apps", "deployments/scale", ("get", "patch")),
     RbacRule("", "events", ("create",)),
     *LEASE_RBAC,
 )
+
+# A shrunk pool's pods get their terminationGracePeriodSeconds and this long to be gone before the
+# other pool grows anyway (its new pod then waits Pending until the GPU is free).
+GONE_MARGIN_SECONDS = 15.0
+DEFAULT_GRACE_SECONDS = 30  # Kubernetes' default terminationGracePeriodSeconds
 
 Pool = Literal["large", "small"]
 Action = Literal["scaled", "unchanged", "paused", "manual", "held"]
@@ -113,12 +127,48 @@ class KubernetesScaler:
         return Allocation(large, small)
 
     def apply(self, decision: Decision) -> ScaleOutcome:
+        """Shrinks the pool that loses GPUs, waits until its pods are gone, then grows the other."""
         targets = {"large": decision.target.large, "small": decision.target.small}
-        large, small = (
-            on_conflict(lambda p=pool, n=name: self._reconcile(p, n, targets[p], decision.reason), self._retries)
-            for pool, name in self._deployments()
+        before = self.current()
+        (shrink_pool, shrink_name), (grow_pool, grow_name) = sorted(
+            self._deployments(), key=lambda d: targets[d[0]] - getattr(before, d[0])
         )
-        return ScaleOutcome(large, small)
+        first = self._scale(shrink_pool, shrink_name, targets[shrink_pool], decision.reason)
+        if first.action == "scaled" and first.replicas < getattr(before, shrink_pool):
+            self._wait_until_gone(shrink_name, first.replicas)
+        target, reason = targets[grow_pool], decision.reason
+        room = decision.target.large + decision.target.small - first.replicas
+        if room < target:  # the shrink did not happen: grow only into what the decision's total leaves
+            target = max(getattr(before, grow_pool), room)
+            reason = f"{reason} (capped at {target}: {shrink_name} {first.action} at {first.replicas})"
+            log.warning("%s: %s", grow_name, reason)
+        second = self._scale(grow_pool, grow_name, target, reason)
+        by_pool = {first.pool: first, second.pool: second}
+        return ScaleOutcome(by_pool["large"], by_pool["small"])
+
+    def _scale(self, pool: Pool, name: str, target: int, reason: str) -> PoolOutcome:
+        return on_conflict(lambda: self._reconcile(pool, name, target, reason), self._retries)
+
+    def _wait_until_gone(self, name: str, replicas: int) -> None:
+        """Until the Deployment runs at most `replicas` pods and none is terminating (their GPUs
+        are free), for at most the pods' grace period and GONE_MARGIN_SECONDS. A server without
+        `status.terminatingReplicas` (before Kubernetes 1.35) shows only the pods that are not
+        terminating: there the other pool's new pod may wait Pending while the last ones stop."""
+        ns = self._settings.namespace
+        deadline: float | None = None
+        while True:
+            deployment = self._call(f"get deployment {ns}/{name}", self._apps.read_namespaced_deployment, name, ns)
+            status = deployment.status
+            if deadline is None:
+                grace = deployment.spec.template.spec.termination_grace_period_seconds
+                deadline = time.monotonic() + (DEFAULT_GRACE_SECONDS if grace is None else grace) + GONE_MARGIN_SECONDS
+            observed = (status.observed_generation or 0) >= (deployment.metadata.generation or 0)
+            if observed and (status.replicas or 0) <= replicas and not status.terminating_replicas:
+                return
+            if time.monotonic() > deadline:
+                log.warning("%s still has pods stopping; growing the other pool anyway", name)
+                return
+            self._call.sleep(self._settings.shrink_poll_seconds)
 
     @property
     def _retries(self) -> int:
@@ -159,8 +209,9 @@ class KubernetesScaler:
             field_manager=self._settings.field_manager,
         )
         on_conflict(lambda: self._annotate_if_still(name, target, reason), self._retries)
-        log.info("scaled %s from %d to %d: %s", name, live.replicas, target, reason)
-        self._event(live.deployment, "Rescaled", reason)
+        message = f"scaled from {live.replicas} to {target} replicas: {reason}"
+        log.info("%s %s", name, message)
+        self._event(live.deployment, "Rescaled", message)
         return PoolOutcome(pool, name, "scaled", scale.spec.replicas, target)
 
     def _annotate_if_still(self, name: str, target: int, reason: str) -> None:

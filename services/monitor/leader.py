@@ -25,7 +25,10 @@ from modm.services.monitor.settings import MonitorSettings
 
 log = logging.getLogger(__name__)
 
-LEASE_RBAC: tuple[RbacRule, ...] = (RbacRule("coordination.k8s.io", "leases", ("get", "create", "update")),)
+LEASE_RBAC: tuple[RbacRule, ...] = (
+    RbacRule("coordination.k8s.io", "leases", ("get", "update")),  # the Role names the Lease
+    RbacRule("coordination.k8s.io", "leases", ("create",)),  # RBAC cannot limit create to a name
+)
 
 
 class LeaseElector:

@@ -1,7 +1,8 @@
 """The monitor's control loop: every `interval_s`, read every router's Stats, build the Window,
 read the live allocation, ask the policy, and apply the decision only while holding the Lease:
-the scaler moves GPUs between the pools, and every router is told the decision's degrade
-override (set or cleared, lapsing after `degrade_ttl_s` unless the next round renews it).
+every router is told the decision's degrade override (set or cleared, lapsing after
+`degrade_ttl_s` unless the next round renews it), then the scaler moves GPUs between the pools
+(which may wait for the shrunk pool's pods to stop).
 
 One round never raises: a failed stage is logged, counted (`modm_monitor_errors_total{stage}`)
 and reported in the round's `Iteration`; the next round starts fresh. The policy's memory
@@ -174,14 +175,14 @@ class MonitorLoop:
         if decision is not None and current is not None:
             action = "keep" if decision.target == current else "move"
             if leader:
+                if self.control is not None:  # first: a move may wait for the shrunk pool's pods to stop
+                    told = await self._tell_routers(decision, errors)
                 try:
                     outcome = await asyncio.to_thread(self.scaler.apply, decision)
                     applied = True
                     self._held_back = outcome.held_back if isinstance(outcome, HeldBack) else None
                 except Exception as error:
                     errors["apply"] = repr(error)
-                if self.control is not None:
-                    told = await self._tell_routers(decision, errors)
             metrics.DECISIONS.labels(action, "true" if applied else "false").inc()
             metrics.TARGET.labels("large").set(decision.target.large)
             metrics.TARGET.labels("small").set(decision.target.small)

@@ -32,6 +32,9 @@ class MonitorSettings(ServiceSettings):
     backoff_seconds: float = Field(0.5, gt=0, description="First back-off; doubles up to backoff_max_seconds.")
     backoff_max_seconds: float = Field(10.0, gt=0)
     request_timeout_seconds: float = Field(10.0, gt=0)
+    shrink_poll_seconds: float = Field(
+        1.0, gt=0, description="How often a move checks that the shrunk pool's pods are gone before growing the other."
+    )
     lease_name: str = Field("modm-monitor", min_length=1)
     identity: str = Field(default_factory=socket.gethostname, min_length=1, description="This replica in the Lease.")
     lease_duration_seconds: int = Field(15, ge=1, description="A silent holder is replaced after this long.")

@@ -1,226 +1,257 @@
-"""The Kubernetes scaler and Lease elector, unchanged, against the emulated API server, with kubectl
-alongside as the human operator."""
+"""The Kubernetes scaler and Lease elector on the local cluster's real API server, as the chart's
+ServiceAccount: the chart's Role lets the monitor read and scale its two worker Deployments, take
+its Lease and write Events, and nothing else. kubectl (as the cluster's admin) plays the human
+operator and reads what the monitor wrote."""
 
 from __future__ import annotations
 
-import json
 import subprocess
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from kubernetes import client
 
-from modm.services.monitor.k8s_api import Caller, KubernetesUnavailable, ObjectMissing, api_client
-from modm.services.monitor.k8s_scaler import DECIDED_AT, PAUSED, REASON, TARGET, KubernetesScaler
+from modm.devcluster import Cluster
+from modm.services.monitor.k8s_api import Caller, KubernetesRejected, ObjectMissing, api_client
+from modm.services.monitor.k8s_scaler import DECIDED_AT, MANUAL_AT, PAUSED, REASON, TARGET, KubernetesScaler
 from modm.services.monitor.leader import LeaseElector
 from modm.services.monitor.observations import Allocation, Decision
-from modm.services.monitor.settings import MonitorSettings
-from tests.k8s_emulator import DEPLOYMENTS, EVENTS, LEASES, Emulator
+from tests.integration.k8s_monitor import (
+    LARGE,
+    MONITOR,
+    SMALL,
+    get_json,
+    install_for_monitor,
+    monitor_settings,
+    namespace,
+    rolled_out,
+    token_kubeconfig,
+)
+from tests.k8s_cluster import K8S_BUILD_TIMEOUT
 
-pytestmark = pytest.mark.integration
-
-LARGE, SMALL = "modm-worker-large", "modm-worker-small"
-
-
-@pytest.fixture
-def emulator() -> Iterator[Emulator]:
-    with Emulator() as emu:
-        emu.create_deployment(LARGE, 2)
-        emu.create_deployment(SMALL, 2)
-        yield emu
-
-
-@pytest.fixture
-def kubeconfig(emulator: Emulator, tmp_path: Path) -> Path:
-    return emulator.write_kubeconfig(tmp_path / "kubeconfig")
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(K8S_BUILD_TIMEOUT)]
 
 
-@pytest.fixture
-def settings(kubeconfig: Path) -> Callable[..., MonitorSettings]:
-    def make(**overrides: object) -> MonitorSettings:
-        values: dict[str, object] = {
-            "kubeconfig": str(kubeconfig),
-            "large_deployment": LARGE,
-            "small_deployment": SMALL,
-            "backoff_seconds": 0.01,
-            "lease_duration_seconds": 2,
-            "renew_deadline_seconds": 1.5,
-            "retry_period_seconds": 0.1,
-        }
-        return MonitorSettings(**(values | overrides))
+@pytest.fixture(scope="module")
+def ns(local_cluster: Cluster, helm: Path) -> Iterator[str]:
+    with namespace(local_cluster) as name:
+        install_for_monitor(local_cluster, helm, name, "workers.large.replicas=2", "workers.small.replicas=2")
+        yield name
 
-    return make
+
+@pytest.fixture(scope="module")
+def kubeconfig(local_cluster: Cluster, ns: str, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return token_kubeconfig(local_cluster, ns, tmp_path_factory.mktemp("sa") / "kubeconfig")
 
 
 @pytest.fixture
-def scaler(settings: Callable[..., MonitorSettings]) -> KubernetesScaler:
-    s = settings()
-    return KubernetesScaler(s, api_client(s))
+def cluster(local_cluster: Cluster, ns: str) -> Cluster:
+    """The cluster with both pools back at 2 + 2, running, and none of the monitor's annotations."""
+    local_cluster.kubectl("-n", ns, "scale", f"deploy/{LARGE}", f"deploy/{SMALL}", "--replicas=2")
+    marks = (TARGET, REASON, DECIDED_AT, MANUAL_AT, PAUSED)
+    local_cluster.kubectl("-n", ns, "annotate", f"deploy/{LARGE}", f"deploy/{SMALL}", *(f"{m}-" for m in marks))
+    rolled_out(local_cluster, ns)
+    return local_cluster
 
 
-def kubectl(kubeconfig: Path, *args: str) -> str:
-    done = subprocess.run(
-        ["kubectl", "--kubeconfig", str(kubeconfig), *args], capture_output=True, text=True, timeout=60
-    )
-    assert done.returncode == 0, done.stderr
-    return done.stdout
+@pytest.fixture
+def scaler(kubeconfig: Path, ns: str) -> KubernetesScaler:
+    settings = monitor_settings(kubeconfig, ns)
+    return KubernetesScaler(settings, api_client(settings))
 
 
 def decide(large: int, small: int, reason: str = "test decision") -> Decision:
     return Decision(Allocation(large, small), reason)
 
 
-def replicas(emulator: Emulator, name: str) -> int:
-    return emulator.get(DEPLOYMENTS, "default", name)["spec"]["replicas"]
+def replicas(cluster: Cluster, ns: str, name: str) -> int:
+    return get_json(cluster, ns, "deploy", name)["spec"]["replicas"]
 
 
-def test_kubectl_get_deploy_works_against_the_emulator(kubeconfig: Path) -> None:
-    table = kubectl(kubeconfig, "get", "deploy")
-    assert table.split()[:5] == ["NAME", "READY", "UP-TO-DATE", "AVAILABLE", "AGE"]
-    assert LARGE in table and SMALL in table
-    assert json.loads(kubectl(kubeconfig, "get", "deploy", LARGE, "-o", "json"))["spec"]["replicas"] == 2
+def annotations(cluster: Cluster, ns: str, name: str) -> dict[str, str]:
+    return get_json(cluster, ns, "deploy", name)["metadata"].get("annotations", {})
 
 
-def test_scales_both_deployments_and_explains_why(
-    emulator: Emulator, scaler: KubernetesScaler, kubeconfig: Path
+def events(cluster: Cluster, ns: str, reason: str) -> list[dict]:
+    return [e for e in get_json(cluster, ns, "events")["items"] if e["reason"] == reason]
+
+
+# (kubectl auth can-i arguments, allowed)
+CAN_I = [
+    (("get", f"deployments/{LARGE}"), True),
+    (("patch", f"deployments/{SMALL}"), True),
+    (("get", f"deployments/{LARGE}", "--subresource=scale"), True),
+    (("patch", f"deployments/{SMALL}", "--subresource=scale"), True),
+    (("create", "events"), True),
+    (("get", f"leases.coordination.k8s.io/{MONITOR}"), True),
+    (("update", f"leases.coordination.k8s.io/{MONITOR}"), True),
+    (("create", "leases.coordination.k8s.io"), True),
+    (("patch", "deployments/modm-router"), False),
+    (("patch", "deployments/modm-router", "--subresource=scale"), False),
+    (("get", "deployments/modm-cache"), False),
+    (("list", "deployments"), False),
+    (("update", f"deployments/{LARGE}"), False),
+    (("delete", f"deployments/{LARGE}"), False),
+    (("create", "deployments"), False),
+    (("get", "secrets"), False),
+    (("list", "secrets"), False),
+    (("get", "pods"), False),
+    (("update", "leases.coordination.k8s.io/kube-scheduler"), False),
+    (("get", "events"), False),
+]
+
+
+def test_the_charts_role_lets_the_monitor_scale_its_two_deployments_and_nothing_else(
+    cluster: Cluster, ns: str, kubeconfig: Path, helm: Path
 ) -> None:
-    outcome = scaler.apply(decide(3, 1, "misses queue up: 3 large + 1 small"))
+    def can_i(*args: str) -> bool:
+        done = subprocess.run(
+            [str(cluster.bin_dir / "kubectl"), f"--kubeconfig={kubeconfig}", "auth", "can-i", *args],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+        assert done.stdout.strip() in ("yes", "no"), done.stderr
+        return done.stdout.strip() == "yes"
+
+    answers = {" ".join(args): can_i(*args) for args, _ in CAN_I}
+    assert answers == {" ".join(args): allowed for args, allowed in CAN_I}
+    with namespace(cluster) as other:
+        assert not can_i("-n", other, "get", f"deployments/{LARGE}")
+        assert not can_i("-n", other, "patch", f"deployments/{LARGE}", "--subresource=scale")
+
+        # Real calls: an identical pair of Deployments in another namespace, and a third one in
+        # the monitor's own, are out of its reach; so are Secrets.
+        install_for_monitor(cluster, helm, other, "workers.large.replicas=0", "workers.small.replicas=0")
+        elsewhere = monitor_settings(kubeconfig, other)
+        with pytest.raises(KubernetesRejected) as caught:
+            KubernetesScaler(elsewhere, api_client(elsewhere)).apply(decide(1, 0))
+        assert caught.value.status == 403
+    cluster.kubectl("-n", ns, "create", "deployment", "intruder", "--image=registry.invalid/x", "--replicas=0")
+    intruder = monitor_settings(kubeconfig, ns, large_deployment="intruder")
+    with pytest.raises(KubernetesRejected, match="intruder: 403") as caught:
+        KubernetesScaler(intruder, api_client(intruder)).current()
+    cluster.kubectl("-n", ns, "create", "secret", "generic", "router-tokens", "--from-literal=tokens=t *")
+    core = client.CoreV1Api(api_client(monitor_settings(kubeconfig, ns)))
+    with pytest.raises(client.ApiException) as refused:
+        core.read_namespaced_secret("router-tokens", ns)
+    assert refused.value.status == 403
+    assert replicas(cluster, ns, "intruder") == 0
+
+
+def test_scales_both_deployments_and_explains_why(cluster: Cluster, ns: str, scaler: KubernetesScaler) -> None:
+    reason = "misses queue up: 3 large + 1 small"
+    outcome = scaler.apply(decide(3, 1, reason))
     assert (outcome.large.action, outcome.small.action) == ("scaled", "scaled")
     assert outcome.allocation == Allocation(3, 1) == scaler.current()
-    assert (replicas(emulator, LARGE), replicas(emulator, SMALL)) == (3, 1)
-    scale_writes = [r for r in emulator.requests if r.method == "PATCH" and r.path.endswith("/scale")]
-    assert len(scale_writes) == 2
+    assert (replicas(cluster, ns, LARGE), replicas(cluster, ns, SMALL)) == (3, 1)
 
-    shown = json.loads(kubectl(kubeconfig, "get", "deploy", LARGE, "-o", "json"))["metadata"]["annotations"]
-    assert shown[TARGET] == "3" and shown[REASON] == "misses queue up: 3 large + 1 small" and shown[DECIDED_AT]
-    events = json.loads(kubectl(kubeconfig, "get", "events", "-o", "json"))["items"]
-    assert {(e["involvedObject"]["name"], e["reason"], e["message"]) for e in events} == {
-        (LARGE, "Rescaled", "misses queue up: 3 large + 1 small"),
-        (SMALL, "Rescaled", "misses queue up: 3 large + 1 small"),
+    shown = annotations(cluster, ns, LARGE)
+    assert (shown[TARGET], shown[REASON]) == ("3", reason) and shown[DECIDED_AT]
+    rescaled = {
+        (e["involvedObject"]["name"], e["message"], e["source"]["component"]) for e in events(cluster, ns, "Rescaled")
     }
-    assert "Rescaled" in kubectl(kubeconfig, "get", "events")
+    assert rescaled == {
+        (LARGE, f"scaled from 2 to 3 replicas: {reason}", "modm-monitor"),
+        (SMALL, f"scaled from 2 to 1 replicas: {reason}", "modm-monitor"),
+    }
+    assert reason in cluster.kubectl("-n", ns, "describe", "deploy", LARGE).stdout
 
     again = scaler.apply(decide(3, 1))
     assert (again.large.action, again.small.action) == ("unchanged", "unchanged")
-    assert len(emulator.list(EVENTS)) == 2  # no event when nothing changed
-
-
-def test_a_conflict_between_read_and_write_is_retried(emulator: Emulator, scaler: KubernetesScaler) -> None:
-    emulator.inject_conflict(LARGE)
-    outcome = scaler.apply(decide(4, 0))
-    assert emulator.conflicts_served == 1
-    assert outcome.large.action == "scaled" and replicas(emulator, LARGE) == 4
-    scale_writes = [r for r in emulator.requests if r.method == "PATCH" and LARGE in r.path and "/scale" in r.path]
-    assert len(scale_writes) == 2  # the stale one, then the one after re-reading
+    assert len(events(cluster, ns, "Rescaled")) == 2  # no Event when nothing changed
 
 
 def test_a_manual_scale_is_noticed_recorded_and_respected(
-    emulator: Emulator, scaler: KubernetesScaler, kubeconfig: Path
+    cluster: Cluster, ns: str, scaler: KubernetesScaler, kubeconfig: Path
 ) -> None:
     scaler.apply(decide(3, 1))
-    kubectl(kubeconfig, "scale", f"deploy/{SMALL}", "--replicas=3")
+    cluster.kubectl("-n", ns, "scale", f"deploy/{SMALL}", "--replicas=3")
 
     outcome = scaler.apply(decide(3, 1, "would undo the human"))
     assert outcome.small.action == "manual" and outcome.allocation == Allocation(3, 3)
-    assert replicas(emulator, SMALL) == 3
-    annotations = emulator.get(DEPLOYMENTS, "default", SMALL)["metadata"]["annotations"]
-    assert annotations[TARGET] == "3" and "by hand" in annotations[REASON]
-    manual = [e for e in emulator.list(EVENTS) if e["reason"] == "ManualScale"]
-    assert len(manual) == 1 and manual[0]["involvedObject"]["name"] == SMALL
+    assert replicas(cluster, ns, SMALL) == 3
+    shown = annotations(cluster, ns, SMALL)
+    assert shown[TARGET] == "3" and "by hand" in shown[REASON] and shown[MANUAL_AT]
+    manual = events(cluster, ns, "ManualScale")
+    assert [e["involvedObject"]["name"] for e in manual] == [SMALL]
 
-    held = scaler.apply(decide(3, 1))  # within manual_hold_seconds: left alone, no new event
-    assert held.small.action == "held" and replicas(emulator, SMALL) == 3
-    assert len([e for e in emulator.list(EVENTS) if e["reason"] == "ManualScale"]) == 1
+    held = scaler.apply(decide(3, 1))  # within manual_hold_seconds: left alone, no new Event
+    assert held.small.action == "held" and replicas(cluster, ns, SMALL) == 3
+    assert len(events(cluster, ns, "ManualScale")) == 1
+
+    ended = monitor_settings(kubeconfig, ns, manual_hold_seconds=0)
+    after_hold = KubernetesScaler(ended, api_client(ended)).apply(decide(3, 1))
+    assert after_hold.small.action == "scaled" and replicas(cluster, ns, SMALL) == 1
 
 
-def test_the_hold_after_a_manual_scale_ends(
-    emulator: Emulator, settings: Callable[..., MonitorSettings], kubeconfig: Path
+def test_a_paused_pool_is_left_alone_and_the_other_grows_only_into_free_gpus(
+    cluster: Cluster, ns: str, scaler: KubernetesScaler
 ) -> None:
-    s = settings(manual_hold_seconds=0)
-    scaler = KubernetesScaler(s, api_client(s))
-    scaler.apply(decide(2, 2))
-    kubectl(kubeconfig, "scale", f"deploy/{LARGE}", "--replicas=1")
-    assert scaler.apply(decide(2, 2)).large.action == "manual"
-    assert scaler.apply(decide(2, 2)).large.action == "scaled" and replicas(emulator, LARGE) == 2
+    cluster.kubectl("-n", ns, "annotate", f"deploy/{SMALL}", f"{PAUSED}=true")
+    outcome = scaler.apply(decide(3, 1, "misses queue up"))
+    assert outcome.small.action == "paused" and replicas(cluster, ns, SMALL) == 2
+    # The small pool keeps its two GPUs, so three large would leave a pod Pending for a GPU.
+    assert outcome.large.action == "unchanged" and replicas(cluster, ns, LARGE) == 2
+    assert outcome.held_back == f"{SMALL} paused"
+    cluster.kubectl("-n", ns, "annotate", f"deploy/{SMALL}", f"{PAUSED}-")
+    moved = scaler.apply(decide(3, 1, "misses queue up"))
+    assert moved.allocation == Allocation(3, 1)
 
 
-def test_the_pause_annotation_stops_scaling(emulator: Emulator, scaler: KubernetesScaler, kubeconfig: Path) -> None:
-    kubectl(kubeconfig, "annotate", f"deploy/{LARGE}", f"{PAUSED}=true")
-    outcome = scaler.apply(decide(1, 3))
-    assert outcome.large.action == "paused" and replicas(emulator, LARGE) == 2
-    assert outcome.small.action == "scaled" and replicas(emulator, SMALL) == 3
-    assert not [r for r in emulator.requests if r.method == "PATCH" and LARGE in r.path and "/scale" in r.path]
-
-
-def test_missing_deployment_and_a_failing_server_are_typed_errors(
-    emulator: Emulator, settings: Callable[..., MonitorSettings]
-) -> None:
-    s = settings(small_deployment="nope")
+def test_missing_forbidden_and_invalid_are_typed_errors(cluster: Cluster, ns: str, kubeconfig: Path) -> None:
+    as_admin = monitor_settings(cluster.kubeconfig, ns, small_deployment="nope")
     with pytest.raises(ObjectMissing, match="nope"):
-        KubernetesScaler(s, api_client(s)).current()
+        KubernetesScaler(as_admin, api_client(as_admin)).current()
+    # The monitor's own token may not even look: its Role names only the chart's two Deployments.
+    as_monitor = monitor_settings(kubeconfig, ns, small_deployment="nope")
+    with pytest.raises(KubernetesRejected, match="nope: 403"):
+        KubernetesScaler(as_monitor, api_client(as_monitor)).current()
 
-    s = settings(api_retries=2)
+    settings = monitor_settings(kubeconfig, ns, api_retries=3)
     pauses: list[float] = []
-    scaler = KubernetesScaler(s, api_client(s), caller=Caller(s, sleep=pauses.append))
-    emulator.fail_next(503, times=2)
-    assert scaler.current() == Allocation(2, 2) and len(pauses) == 2  # backed off twice, then served
-    emulator.fail_next(500, times=3)
-    with pytest.raises(KubernetesUnavailable):
-        scaler.current()
+    apps = client.AppsV1Api(api_client(settings))
+    with pytest.raises(KubernetesRejected) as caught:
+        Caller(settings, sleep=pauses.append)(
+            "scale", apps.patch_namespaced_deployment_scale, LARGE, ns, {"spec": {"replicas": -1}}
+        )
+    assert caught.value.status == 422 and pauses == []  # refused at once, not retried
 
 
-def test_invalid_replicas_are_refused_with_422(kubeconfig: Path) -> None:
-    api = client.AppsV1Api(api_client(MonitorSettings(kubeconfig=str(kubeconfig))))
-    for bad in (-1, 1.5):
-        with pytest.raises(client.ApiException) as caught:
-            api.patch_namespaced_deployment_scale(LARGE, "default", {"spec": {"replicas": bad}})
-        assert caught.value.status == 422
+class Clock:
+    """The electors' monotonic clock, moved by the test: lease expiry without sleeping."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
 
 
-def wait_for(condition: Callable[[], bool], timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.05)
+def test_one_monitor_holds_the_lease_and_another_takes_over(cluster: Cluster, ns: str, kubeconfig: Path) -> None:
+    clock = Clock()
+    a, b = (
+        LeaseElector(s, api_client(s), monotonic=clock)
+        for s in (monitor_settings(kubeconfig, ns, identity=i) for i in ("monitor-a", "monitor-b"))
+    )
 
+    def lease() -> dict:
+        return get_json(cluster, ns, "lease", MONITOR)["spec"]
 
-def test_leader_election_one_acts_and_the_other_takes_over(
-    emulator: Emulator, settings: Callable[..., MonitorSettings]
-) -> None:
-    monitors = []
-    for identity in ("monitor-a", "monitor-b"):
-        s = settings(identity=identity)
-        api = api_client(s)
-        monitors.append((LeaseElector(s, api), KubernetesScaler(s, api)))
-    (elector_a, _), (elector_b, scaler_b) = monitors
-    elector_a.start()
-    wait_for(lambda: elector_a.is_leader)
-    elector_b.start()
-    try:
-        time.sleep(0.5)  # several rounds: b must keep failing while a renews
-        assert elector_a.is_leader and not elector_b.is_leader
-        acted = [scaler.apply(decide(3, 1)) for elector, scaler in monitors if elector.is_leader]
-        assert len(acted) == 1
-        assert emulator.get(LEASES, "default", "modm-monitor")["spec"]["holderIdentity"] == "monitor-a"
+    assert a.try_acquire_or_renew() and a.is_leader
+    assert not b.try_acquire_or_renew()
+    clock.now += 10
+    assert a.try_acquire_or_renew()  # renewed: b's wait starts again from this change
+    assert not b.try_acquire_or_renew()
+    clock.now += 14  # a has crashed; 14 s < leaseDurationSeconds (15) since b saw it renew
+    assert not b.try_acquire_or_renew()
+    clock.now += 2
+    assert b.try_acquire_or_renew() and b.is_leader and not a.is_leader
+    assert (lease()["holderIdentity"], lease()["leaseTransitions"]) == ("monitor-b", 1)
+    assert not a.try_acquire_or_renew()  # back, but b holds it
 
-        stopped_at = time.monotonic()
-        elector_a.stop(release=False)  # a crashes: it stops renewing and releases nothing
-        assert not elector_a.is_leader
-        wait_for(lambda: elector_b.is_leader)
-        assert time.monotonic() - stopped_at >= 1.5  # b waited the lease out
-        lease = emulator.get(LEASES, "default", "modm-monitor")["spec"]
-        assert lease["holderIdentity"] == "monitor-b" and lease["leaseTransitions"] == 1
-        assert scaler_b.apply(decide(2, 2)).allocation == Allocation(2, 2)
-
-        elector_a.start()
-        time.sleep(0.3)
-        assert not elector_a.is_leader  # b renews, so a cannot take it back
-        handed_at = time.monotonic()
-        elector_b.stop()  # a clean stop releases the Lease: a takes over without waiting it out
-        wait_for(lambda: elector_a.is_leader)
-        assert time.monotonic() - handed_at < 1.5
-    finally:
-        elector_a.stop()
-        elector_b.stop()
+    b.release()  # a clean stop hands the Lease over: no wait for it to expire
+    assert not lease().get("holderIdentity")
+    assert a.try_acquire_or_renew() and lease()["holderIdentity"] == "monitor-a"
+    a.release()
