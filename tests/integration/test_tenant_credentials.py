@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import ssl
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
@@ -32,6 +31,7 @@ from modm.v1 import cache_pb2, cache_pb2_grpc, router_pb2, router_pb2_grpc
 from tests.integration.cache_helpers import started_cache
 from tests.integration.test_router_stack import wait_for_pools
 from tests.integration.test_security_tls import Authority, Pair, wait_serving
+from tests.integration.test_tenant_isolation import wait_for_entry
 from tests.procs import start_router, start_worker
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(900)]
@@ -125,22 +125,12 @@ def bound(tiny_model: Callable[[str], Path], tmp_path_factory: pytest.TempPathFa
             with state.client(tokens_router, "plain", token) as client:
                 wait_for_pools(client, {"large"})
                 assert client.generate(SECRETS[tenant], seed=1, **SIZE).tenant == tenant  # names none: its own
-            state.entries[tenant] = wait_for_entry(stub, tenant)
+            state.entries[tenant] = wait_for_entry(stub, tenant, SECRETS[tenant])
         yield state
     finally:
         channel.close()
         for proc in reversed(procs):
             assert proc.stop() == 0, proc.log_tail()
-
-
-def wait_for_entry(stub: cache_pb2_grpc.CacheStub, tenant: str, timeout: float = 60.0) -> str:
-    deadline = time.monotonic() + timeout
-    while True:
-        reply = stub.Lookup(cache_pb2.LookupRequest(tenant=tenant, prompt=SECRETS[tenant], dry_run=True), timeout=30)
-        if reply.matches and reply.matches[0].entry.prompt == SECRETS[tenant]:
-            return reply.matches[0].entry.entry_id
-        assert time.monotonic() < deadline, f"{tenant}'s insert never landed"
-        time.sleep(0.3)
 
 
 def assert_denied(call: Callable[[], object], tenant: str) -> None:

@@ -67,7 +67,7 @@ def isolated(tiny_model: Callable[[str], Path], tmp_path_factory: pytest.TempPat
             wait_for_pools(client, {"large"})
             with ThreadPoolExecutor(6) as pool:  # every tenant stores its secret, concurrently
                 list(pool.map(lambda t: client.generate(SECRETS[t], seed=1, tenant=t, **SIZE), TENANTS))
-            owners = {wait_for_entry(stub, t): t for t in TENANTS}
+            owners = {wait_for_entry(stub, t, SECRETS[t]): t for t in TENANTS}
             shared = stub.Insert(
                 cache_pb2.InsertRequest(
                     tenant="sharer", prompt=SHARED_PROMPT, image=png(), model_id="large", shared=True
@@ -81,12 +81,12 @@ def isolated(tiny_model: Callable[[str], Path], tmp_path_factory: pytest.TempPat
             assert proc.stop() == 0, proc.log_tail()
 
 
-def wait_for_entry(stub: cache_pb2_grpc.CacheStub, tenant: str, timeout: float = 60.0) -> str:
-    """The id of the tenant's entry for its secret, once the router's insert has landed."""
+def wait_for_entry(stub: cache_pb2_grpc.CacheStub, tenant: str, prompt: str, timeout: float = 60.0) -> str:
+    """The id of the tenant's entry for `prompt`, once the router's insert has landed."""
     deadline = time.monotonic() + timeout
     while True:
-        reply = stub.Lookup(cache_pb2.LookupRequest(tenant=tenant, prompt=SECRETS[tenant], dry_run=True), timeout=30)
-        if reply.matches and reply.matches[0].entry.prompt == SECRETS[tenant]:
+        reply = stub.Lookup(cache_pb2.LookupRequest(tenant=tenant, prompt=prompt, dry_run=True), timeout=30)
+        if reply.matches and reply.matches[0].entry.prompt == prompt:
             return reply.matches[0].entry.entry_id
         assert time.monotonic() < deadline, f"{tenant}'s insert never landed"
         time.sleep(0.3)
@@ -157,7 +157,7 @@ def test_the_cache_api_shows_no_tenant_anything_of_another(isolated: Isolated) -
     print(f"\ntenant isolation: {checks} cross-tenant cache probes, {len(TENANTS)} tenants")
     assert checks == len(TENANTS) * ((len(TENANTS) - 1) * 3 + 1)
     for owner in TENANTS:  # nothing was deleted by the probes
-        assert isolated.owners[wait_for_entry(stub, owner)] == owner
+        assert isolated.owners[wait_for_entry(stub, owner, SECRETS[owner])] == owner
 
 
 def test_router_stats_name_no_tenant_and_no_prompt(isolated: Isolated) -> None:
