@@ -1,28 +1,39 @@
-"""The real monitor (serve: Stats client, control loop, Lease, Kubernetes scaler) against a fake
-router on loopback and the emulated API server: a high hit rate moves GPUs to the small pool."""
+"""The real monitor (serve: Stats client, control loop, Lease, Kubernetes scaler) against a canned
+router on loopback and the local cluster's API server, as the chart's ServiceAccount: a high hit
+rate moves GPUs to the small pool."""
 
 from __future__ import annotations
 
 import asyncio
 import socket
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
+from concurrent import futures
 from pathlib import Path
 
+import grpc
 import pytest
 from grpc import aio
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from modm.devcluster import Cluster
 from modm.services.monitor.k8s_scaler import REASON, TARGET
 from modm.services.monitor.server import serve
 from modm.services.monitor.settings import MonitorSettings
 from modm.services.monitor.stats_client import StatsClient
 from modm.serving import ServiceHost
 from modm.v1 import router_pb2, router_pb2_grpc
-from tests.k8s_emulator import DEPLOYMENTS, Emulator
+from tests.integration.k8s_monitor import (
+    LARGE,
+    SMALL,
+    get_json,
+    install_for_monitor,
+    monitor_settings,
+    namespace,
+    token_kubeconfig,
+)
+from tests.k8s_cluster import K8S_BUILD_TIMEOUT
 
-pytestmark = pytest.mark.integration
-
-LARGE, SMALL = "modm-worker-large", "modm-worker-small"
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(K8S_BUILD_TIMEOUT)]
 
 
 def high_hit_rate_stats() -> router_pb2.RouterStats:
@@ -55,22 +66,21 @@ class CannedRouter(router_pb2_grpc.RouterServicer):
     def __init__(self) -> None:
         self.calls = 0
 
-    async def Stats(
-        self, request: router_pb2.RouterStatsRequest, context: aio.ServicerContext
-    ) -> router_pb2.RouterStats:
+    def Stats(self, request: router_pb2.RouterStatsRequest, context: grpc.ServicerContext) -> router_pb2.RouterStats:
         self.calls += 1
         return high_hit_rate_stats()
 
 
 @pytest.fixture
-async def router() -> AsyncIterator[tuple[str, CannedRouter]]:
-    server = aio.server()
+def router() -> Iterator[tuple[str, CannedRouter]]:
+    """On threads of its own, so it answers while a test blocks (on a monitor process, kubectl)."""
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
     servicer = CannedRouter()
     router_pb2_grpc.add_RouterServicer_to_server(servicer, server)
     port = server.add_insecure_port("127.0.0.1:0")
-    await server.start()
+    server.start()
     yield f"127.0.0.1:{port}", servicer
-    await server.stop(0)
+    server.stop(0)
 
 
 def dead_address() -> str:
@@ -80,11 +90,10 @@ def dead_address() -> str:
 
 
 @pytest.fixture
-def emulator() -> Iterator[Emulator]:
-    with Emulator() as emu:
-        emu.create_deployment(LARGE, 3)
-        emu.create_deployment(SMALL, 1)
-        yield emu
+def ns(local_cluster: Cluster, helm: Path) -> Iterator[str]:
+    with namespace(local_cluster) as name:
+        install_for_monitor(local_cluster, helm, name, "workers.large.replicas=3", "workers.small.replicas=1")
+        yield name
 
 
 async def test_stats_client_reports_a_router_that_does_not_answer(router: tuple[str, CannedRouter]) -> None:
@@ -111,21 +120,19 @@ async def test_dns_name_that_does_not_resolve_is_reported() -> None:
 
 @pytest.mark.parametrize("policy", ["slo-aware", "modm-b"])
 async def test_high_hit_rate_moves_replicas_to_the_small_pool(
-    router: tuple[str, CannedRouter], emulator: Emulator, tmp_path: Path, policy: str
+    router: tuple[str, CannedRouter], local_cluster: Cluster, ns: str, tmp_path: Path, policy: str
 ) -> None:
     address, servicer = router
     dead = dead_address()
-    settings = MonitorSettings(
+    settings = monitor_settings(
+        token_kubeconfig(local_cluster, ns, tmp_path / "kubeconfig"),
+        ns,
         port=0,
-        kubeconfig=str(emulator.write_kubeconfig(tmp_path / "kubeconfig")),
-        large_deployment=LARGE,
-        small_deployment=SMALL,
         routers=[address, dead],
         total_gpus=4,
         policy=policy,
         interval_s=0.3,
         stats_timeout_s=2.0,
-        backoff_seconds=0.01,
         lease_duration_seconds=2,
         renew_deadline_seconds=1.5,
         retry_period_seconds=0.1,
@@ -134,12 +141,12 @@ async def test_high_hit_rate_moves_replicas_to_the_small_pool(
     task = asyncio.create_task(serve(settings, host))
 
     def deployment(name: str) -> dict:
-        return emulator.get(DEPLOYMENTS, "default", name)
+        return get_json(local_cluster, ns, "deploy", name)
 
     try:
-        for _ in range(100):
+        for _ in range(300):
             await asyncio.sleep(0.1)
-            if deployment(SMALL)["spec"]["replicas"] > 1:
+            if (await asyncio.to_thread(deployment, SMALL))["spec"]["replicas"] > 1:
                 break
         assert host.port
         async with aio.insecure_channel(f"127.0.0.1:{host.port}") as channel:
@@ -158,6 +165,7 @@ async def test_high_hit_rate_moves_replicas_to_the_small_pool(
         assert annotations[REASON] and "adopted" not in annotations[REASON], annotations[REASON]
     assert servicer.calls >= 1
     assert loop.last is not None and dead in loop.last.unreachable
+    assert not get_json(local_cluster, ns, "lease", settings.lease_name)["spec"].get("holderIdentity")  # released
 
 
 async def test_monitor_refuses_to_start_without_routers() -> None:
