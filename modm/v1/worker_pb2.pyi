@@ -93,7 +93,7 @@ class InfoRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class WorkerInfo(_message.Message):
-    __slots__ = ("model_id", "family", "role", "device", "dtype", "max_batch_size", "default_width", "default_height", "default_steps", "size_multiple", "seconds_per_step", "queue_depth", "max_queue", "supports_negative_prompt", "overhead_seconds", "default_guidance_scale", "revision", "variant")
+    __slots__ = ("model_id", "family", "role", "device", "dtype", "max_batch_size", "default_width", "default_height", "default_steps", "size_multiple", "seconds_per_step", "queue_depth", "max_queue", "supports_negative_prompt", "overhead_seconds", "default_guidance_scale", "revision", "variant", "load_seconds")
     MODEL_ID_FIELD_NUMBER: _ClassVar[int]
     FAMILY_FIELD_NUMBER: _ClassVar[int]
     ROLE_FIELD_NUMBER: _ClassVar[int]
@@ -112,6 +112,7 @@ class WorkerInfo(_message.Message):
     DEFAULT_GUIDANCE_SCALE_FIELD_NUMBER: _ClassVar[int]
     REVISION_FIELD_NUMBER: _ClassVar[int]
     VARIANT_FIELD_NUMBER: _ClassVar[int]
+    LOAD_SECONDS_FIELD_NUMBER: _ClassVar[int]
     model_id: str
     family: str
     role: WorkerRole
@@ -130,4 +131,5 @@ class WorkerInfo(_message.Message):
     default_guidance_scale: float
     revision: str
     variant: str
-    def __init__(self, model_id: _Optional[str] = ..., family: _Optional[str] = ..., role: _Optional[_Union[WorkerRole, str]] = ..., device: _Optional[str] = ..., dtype: _Optional[str] = ..., max_batch_size: _Optional[int] = ..., default_width: _Optional[int] = ..., default_height: _Optional[int] = ..., default_steps: _Optional[int] = ..., size_multiple: _Optional[int] = ..., seconds_per_step: _Optional[float] = ..., queue_depth: _Optional[int] = ..., max_queue: _Optional[int] = ..., supports_negative_prompt: _Optional[bool] = ..., overhead_seconds: _Optional[float] = ..., default_guidance_scale: _Optional[float] = ..., revision: _Optional[str] = ..., variant: _Optional[str] = ...) -> None: ...
+    load_seconds: float
+    def __init__(self, model_id: _Optional[str] = ..., family: _Optional[str] = ..., role: _Optional[_Union[WorkerRole, str]] = ..., device: _Optional[str] = ..., dtype: _Optional[str] = ..., max_batch_size: _Optional[int] = ..., default_width: _Optional[int] = ..., default_height: _Optional[int] = ..., default_steps: _Optional[int] = ..., size_multiple: _Optional[int] = ..., seconds_per_step: _Optional[float] = ..., queue_depth: _Optional[int] = ..., max_queue: _Optional[int] = ..., supports_negative_prompt: _Optional[bool] = ..., overhead_seconds: _Optional[float] = ..., default_guidance_scale: _Optional[float] = ..., revision: _Optional[str] = ..., variant: _Optional[str] = ..., load_seconds: _Optional[float] = ...) -> None: ...
