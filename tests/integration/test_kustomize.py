@@ -1,40 +1,125 @@
-"""The kustomize overlays render with kubectl, validate against the official schemas
-(kubernetes-validate --strict) and pass the project checks schemas cannot express.
-The checks below are shared with test_chart.py."""
+"""The kustomize overlays render with kubectl and pass the project checks an API server cannot
+make, and `kubectl apply -k` puts them on the local cluster (tests/k8s_cluster.py), whose API
+server validates every object and admits their pods into a namespace that enforces the
+restricted Pod Security Standard; `kubectl delete -k` removes them. The checks and cluster
+helpers below are shared with the chart's tests."""
 
 from __future__ import annotations
 
+import json
 import subprocess
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
 
+from modm.devcluster import Cluster
+from modm.services.cache.settings import CacheSettings
 from modm.services.monitor.k8s_scaler import REQUIRED_RBAC
-from tests.tools import require_tool
+from modm.services.monitor.settings import MonitorSettings
+from modm.services.router.settings import RouterSettings
+from modm.services.worker.settings import WorkerSettings
+from modm.settings import ServiceSettings
+from tests.k8s_cluster import K8S_BUILD_TIMEOUT
 
 ROOT = Path(__file__).resolve().parents[2]
-K8S_VERSION = "1.34.0"
 GPU_KEYS = {"nvidia.com/gpu", "amd.com/gpu"}
-SKIP_KINDS = {"ServiceMonitor"}  # a CRD: not in the official schemas
+PSA_RESTRICTED = {f"pod-security.kubernetes.io/{mode}": "restricted" for mode in ("enforce", "warn")}
+SETTINGS: dict[str, type[ServiceSettings]] = {
+    "router": RouterSettings,
+    "cache": CacheSettings,
+    "worker": WorkerSettings,
+    "monitor": MonitorSettings,
+}
 
 
 def docs(text: str) -> list[dict]:
     return [d for d in yaml.safe_load_all(text) if d]
 
 
-def validate(objects: list[dict], tmp_path: Path) -> None:
-    binary = require_tool("kubernetes-validate")
-    path = tmp_path / "rendered.yaml"
-    path.write_text(yaml.safe_dump_all([o for o in objects if o["kind"] not in SKIP_KINDS]))
-    done = subprocess.run(
-        [str(binary), "--strict", "--quiet", "-k", K8S_VERSION, str(path)], capture_output=True, text=True, timeout=120
-    )
-    assert done.returncode == 0, done.stdout + done.stderr
+def names(objects: list[dict[str, Any]]) -> set[tuple[str, str]]:
+    return {(o["kind"], o["metadata"]["name"]) for o in objects}
+
+
+def as_list(objects: list[dict[str, Any]]) -> dict[str, Any]:
+    return {"apiVersion": "v1", "kind": "List", "items": objects}
+
+
+def items_of(output: str) -> list[dict[str, Any]]:
+    """The objects of `kubectl get -o json` output: a List, one object, or nothing."""
+    if not output.strip():
+        return []
+    reply = json.loads(output)
+    return reply["items"] if reply["kind"] == "List" else [reply]
+
+
+def create_restricted_namespace(cluster: Cluster, name: str) -> None:
+    """A namespace where Pod Security admission enforces the restricted standard on pods (and
+    warns at apply time about Deployments whose pods it would refuse)."""
+    namespace = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name, "labels": PSA_RESTRICTED}}
+    cluster.api("POST", "/api/v1/namespaces", namespace)
+
+
+def wait_for(what: str, probe: Callable[[], tuple[bool, Any]], timeout: float = 60.0) -> Any:
+    """Calls `probe` until it says done (at most `timeout` s) and returns its detail; the last
+    detail goes into the failure."""
+    deadline = time.monotonic() + timeout
+    while True:
+        done, detail = probe()
+        if done:
+            return detail
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what}: not within {timeout:.0f} s: {detail}")
+        time.sleep(0.5)
+
+
+def pods_admitted(cluster: Cluster, namespace: str) -> None:
+    """Every Deployment of the namespace gets all its pods created: admission refused none (a
+    refusal shows as the ReplicaFailure condition, which fails at once)."""
+
+    def probe() -> tuple[bool, dict[str, tuple[int, int]]]:
+        items = cluster.api("GET", f"/apis/apps/v1/namespaces/{namespace}/deployments")["items"]
+        refused = [
+            f"{d['metadata']['name']}: {c['message']}"
+            for d in items
+            for c in d.get("status", {}).get("conditions", [])
+            if c["type"] == "ReplicaFailure" and c["status"] == "True"
+        ]
+        assert not refused, refused
+        counts = {d["metadata"]["name"]: (d["status"].get("replicas", 0), d["spec"]["replicas"]) for d in items}
+        return bool(items) and all(have == want for have, want in counts.values()), counts
+
+    wait_for(f"every Deployment's pods in {namespace}", probe)
 
 
 def pod_spec(obj: dict) -> dict:
     return obj["spec"]["template"]["spec"] if obj["kind"] == "Deployment" else obj["spec"]
+
+
+def settings_env(settings: type[ServiceSettings]) -> tuple[set[str], set[str]]:
+    """(every MODM_* variable the service reads, the ones it cannot start without)."""
+    prefix = settings.model_config.get("env_prefix", "")
+    known, required = set(), set()
+    for name, field in settings.model_fields.items():
+        alias = field.validation_alias
+        names = {prefix + name.upper()} | {c.upper() for c in getattr(alias, "choices", []) if isinstance(c, str)}
+        known |= names
+        if field.is_required():
+            required.add(prefix + name.upper())
+    return known, required
+
+
+def check_env(name: str, component: str, container: dict) -> None:
+    """A misspelt MODM_* variable is silently ignored by the service (the API server accepts any
+    name), so each must be a setting of the component's, and the required ones must be there."""
+    known, required = settings_env(SETTINGS[component])
+    names = {e["name"] for e in container.get("env", [])}
+    unknown = {n for n in names if n.startswith("MODM_") and n != "MODM_HOME"} - known
+    assert not unknown, f"{name}: {sorted(unknown)} are not {component} settings"
+    assert required <= names, f"{name}: {sorted(required - names)} missing"
 
 
 def project_checks(objects: list[dict], gpu_key: str) -> None:
@@ -53,6 +138,7 @@ def project_checks(objects: list[dict], gpu_key: str) -> None:
             assert sc["readOnlyRootFilesystem"] is True
             assert c["readinessProbe"]["grpc"]["port"] in {p["containerPort"] for p in c["ports"]}
             assert "limits" in c["resources"] and "requests" in c["resources"]
+            check_env(dep["metadata"]["name"], labels["app.kubernetes.io/component"], c)
         gpus = [
             (k, v) for c in spec["containers"] for k, v in c["resources"].get("limits", {}).items() if k in GPU_KEYS
         ]
@@ -106,13 +192,12 @@ OVERLAYS = {"nvidia": "nvidia.com/gpu", "amd": "amd.com/gpu", "external-stores":
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
-def test_overlay_renders_validates_and_passes_project_checks(kubectl: Path, overlay: str, tmp_path: Path) -> None:
+def test_overlay_renders_and_passes_project_checks(kubectl: Path, overlay: str) -> None:
     done = subprocess.run(
         [str(kubectl), "kustomize", str(ROOT / "k8s/overlays" / overlay)], capture_output=True, text=True, timeout=60
     )
     assert done.returncode == 0, done.stderr
     objects = docs(done.stdout)
-    validate(objects, tmp_path)
     project_checks(objects, OVERLAYS[overlay])
     cache = next(o for o in objects if o["kind"] == "Deployment" and o["metadata"]["name"] == "modm-cache")
     env = {e["name"]: e for e in cache["spec"]["template"]["spec"]["containers"][0]["env"]}
@@ -121,3 +206,31 @@ def test_overlay_renders_validates_and_passes_project_checks(kubectl: Path, over
         assert "MODM_MILVUS_URI" in env and not any(o["kind"] == "PersistentVolumeClaim" for o in objects)
     else:
         assert "MODM_CACHE_S3_ENDPOINT" not in env
+
+
+@pytest.fixture(scope="module")
+def overlays_namespace(local_cluster: Cluster) -> Iterator[str]:
+    """The overlays' own namespace (they set `namespace: modm`), restricted Pod Security enforced."""
+    create_restricted_namespace(local_cluster, "modm")
+    yield "modm"
+    local_cluster.kubectl("delete", "namespace", "modm", "--wait=false")
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(K8S_BUILD_TIMEOUT)
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_overlay_is_applied_admitted_and_deleted(local_cluster: Cluster, overlays_namespace: str, overlay: str) -> None:
+    path = str(ROOT / "k8s/overlays" / overlay)
+    rendered = names(docs(local_cluster.kubectl("kustomize", path).stdout))
+    applied = local_cluster.kubectl("apply", "-k", path)
+    assert not applied.stderr.strip(), applied.stderr  # the API server's warnings: Pod Security, deprecations
+
+    def live() -> set[tuple[str, str]]:
+        return names(items_of(local_cluster.kubectl("get", "-k", path, "--ignore-not-found", "-o", "json").stdout))
+
+    assert live() == rendered
+    pods_admitted(local_cluster, overlays_namespace)
+    # Foreground: the pods go before their Deployments, so the next overlay starts from nothing.
+    local_cluster.kubectl("delete", "-k", path, "--cascade=foreground", "--timeout=60s", timeout=90)
+    assert live() == set()
+    assert local_cluster.api("GET", f"/api/v1/namespaces/{overlays_namespace}/pods")["items"] == []
