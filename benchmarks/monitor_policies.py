@@ -2,8 +2,9 @@
 
 Same traces for every policy: steady, ramp up, burst, ramp down (services/monitor/traces.py),
 their rate a share of what the fleet serves with the mixture at the trace's hit rate, at
-N = 4, 16 and 64 GPUs, SD3.5-Large 91.5 s and SDXL 16.5 s per 50-step image (MoDM's MI210),
-a 30 s model load per switch, a 300 s SLO and 180 s monitor windows. Policies:
+N = 4, 16 and 64 GPUs, SD3.5-Large 91.5 s and SDXL 16.5 s per 50-step image (MoDM's MI210,
+`simulator.MI210`, priced as the monitor prices Stats), a 30 s model load per switch, a 300 s
+SLO and 180 s monitor windows. Policies:
 
 - all-large: every GPU on the large model and no cache (every request a full large run), the
   baseline MoDM is measured against;
@@ -28,15 +29,16 @@ from dataclasses import replace
 from pathlib import Path
 
 from modm.services.monitor.modm_reference import proportional_target
-from modm.services.monitor.observations import Allocation, Fleet, PoolProfile, PoolState, Window
+from modm.services.monitor.observations import Allocation, Fleet, PoolState, Window
 from modm.services.monitor.plots import plot_runs
 from modm.services.monitor.policy import POLICIES
-from modm.services.monitor.simulator import MI210_TIMES, Result, simulate
+from modm.services.monitor.simulator import MI210, Result, simulate
 from modm.services.monitor.traces import DEFAULT_K_DISTRIBUTION, Scenario, mixture_capacity_per_min, standard_scenarios
 
 POLICY_ORDER = ("all-large", "modm-a", "modm-b", "slo-aware")
 HIT_RATE = 0.7
 SLO_S = 300.0
+SWITCH_S = 30.0  # MI210 reports no load time: the fleet's assumed one
 COLUMNS = (
     ("throughput_per_min", "req/min", "{:.1f}"),
     ("mean_latency_s", "mean s", "{:.0f}"),
@@ -55,8 +57,8 @@ def initial_split(gpus: int, scenario: Scenario, capacity: float) -> Allocation:
         request_rate_per_min=scenario.load(0.0) * capacity,
         hit_rate=scenario.hit_rate(0.0),
         k_distribution=DEFAULT_K_DISTRIBUTION,
-        large=PoolState(gpus, PoolProfile.from_full_run(MI210_TIMES.large_s)),
-        small=PoolState(0, PoolProfile.from_full_run(MI210_TIMES.small_s)),
+        large=PoolState(gpus, MI210.large),
+        small=PoolState(0, MI210.small),
     )
     large = proportional_target(start, gpus)[0]
     return Allocation(large, gpus - large)
@@ -82,10 +84,8 @@ def metrics(result: Result) -> dict[str, float]:
 
 
 def run(gpus: int, scenario: Scenario, seeds: int) -> tuple[dict[str, dict[str, float]], dict[str, Result]]:
-    capacity = mixture_capacity_per_min(
-        gpus, MI210_TIMES.large_s, MI210_TIMES.small_s, HIT_RATE, DEFAULT_K_DISTRIBUTION
-    )
-    fleet = Fleet(gpus, slo_seconds=SLO_S, switch_seconds=30.0)
+    capacity = mixture_capacity_per_min(gpus, MI210.large, MI210.small, HIT_RATE, DEFAULT_K_DISTRIBUTION)
+    fleet = Fleet(gpus, slo_seconds=SLO_S, switch_seconds=SWITCH_S)
     start = initial_split(gpus, scenario, capacity)
     rows: dict[str, dict[str, float]] = {}
     first: dict[str, Result] = {}
@@ -133,9 +133,9 @@ def main() -> None:
                 plotted.append(png.name)
     elapsed = time.perf_counter() - began
     setup = {
-        "large_s": MI210_TIMES.large_s,
-        "small_s": MI210_TIMES.small_s,
-        "switch_s": 30.0,
+        "large_s": MI210.large.full_run_seconds,
+        "small_s": MI210.small.full_run_seconds,
+        "switch_s": SWITCH_S,
         "slo_s": SLO_S,
         "window_s": 180.0,
         "hit_rate": HIT_RATE,

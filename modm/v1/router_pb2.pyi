@@ -195,7 +195,7 @@ class PoolStats(_message.Message):
     def __init__(self, pool: _Optional[str] = ..., workers: _Optional[int] = ..., queue_depth: _Optional[int] = ..., in_flight: _Optional[int] = ..., capacity: _Optional[int] = ..., outstanding_seconds: _Optional[float] = ...) -> None: ...
 
 class WorkerStats(_message.Message):
-    __slots__ = ("address", "pool", "model_id", "family", "healthy", "in_flight", "capacity", "profiled_seconds_per_step", "profiled_overhead_seconds", "completed", "mean_service_seconds", "mean_seconds_per_step", "failures", "ejected")
+    __slots__ = ("address", "pool", "model_id", "family", "healthy", "in_flight", "capacity", "profiled_seconds_per_step", "profiled_overhead_seconds", "completed", "mean_service_seconds", "mean_seconds_per_step", "failures", "ejected", "default_steps", "load_seconds")
     ADDRESS_FIELD_NUMBER: _ClassVar[int]
     POOL_FIELD_NUMBER: _ClassVar[int]
     MODEL_ID_FIELD_NUMBER: _ClassVar[int]
@@ -210,6 +210,8 @@ class WorkerStats(_message.Message):
     MEAN_SECONDS_PER_STEP_FIELD_NUMBER: _ClassVar[int]
     FAILURES_FIELD_NUMBER: _ClassVar[int]
     EJECTED_FIELD_NUMBER: _ClassVar[int]
+    DEFAULT_STEPS_FIELD_NUMBER: _ClassVar[int]
+    LOAD_SECONDS_FIELD_NUMBER: _ClassVar[int]
     address: str
     pool: str
     model_id: str
@@ -224,7 +226,9 @@ class WorkerStats(_message.Message):
     mean_seconds_per_step: float
     failures: int
     ejected: bool
-    def __init__(self, address: _Optional[str] = ..., pool: _Optional[str] = ..., model_id: _Optional[str] = ..., family: _Optional[str] = ..., healthy: _Optional[bool] = ..., in_flight: _Optional[int] = ..., capacity: _Optional[int] = ..., profiled_seconds_per_step: _Optional[float] = ..., profiled_overhead_seconds: _Optional[float] = ..., completed: _Optional[int] = ..., mean_service_seconds: _Optional[float] = ..., mean_seconds_per_step: _Optional[float] = ..., failures: _Optional[int] = ..., ejected: _Optional[bool] = ...) -> None: ...
+    default_steps: int
+    load_seconds: float
+    def __init__(self, address: _Optional[str] = ..., pool: _Optional[str] = ..., model_id: _Optional[str] = ..., family: _Optional[str] = ..., healthy: _Optional[bool] = ..., in_flight: _Optional[int] = ..., capacity: _Optional[int] = ..., profiled_seconds_per_step: _Optional[float] = ..., profiled_overhead_seconds: _Optional[float] = ..., completed: _Optional[int] = ..., mean_service_seconds: _Optional[float] = ..., mean_seconds_per_step: _Optional[float] = ..., failures: _Optional[int] = ..., ejected: _Optional[bool] = ..., default_steps: _Optional[int] = ..., load_seconds: _Optional[float] = ...) -> None: ...
 
 class RouterStats(_message.Message):
     __slots__ = ("window_seconds", "requests", "request_rate_per_min", "hit_rate", "exact_repeat_rate", "k_distribution", "kappa", "outcomes", "degraded", "retries", "pools", "workers", "cache_available", "degrade_override", "inserts_pending")

@@ -1,7 +1,9 @@
 """MoDM's two allocation rules, kept as references to compare against.
 
-Both compute a target number of large GPUs from the window's rates and the profiled full-run
-latencies (`T = 60/lat` req/min per GPU), then move towards it with the same PID step:
+Both compute a target number of large GPUs from the window's rates and the pools' job times
+(`PoolProfile`: a GPU serves `T = 60 B / lat` full runs a minute, B its batch capacity, `lat`
+overhead + the model's own steps x seconds per step), then move towards it with the same PID
+step:
 `e = target - current`, `I += e`, `D = e - e_previous`, `u = 0.6 e + 0.05 I + 0.05 D`, the
 current count moves by `u` rounded half away from zero, and the result is clipped to the range
 (`[1, N]`, narrowed by the fleet's bounds). They know nothing of queues, switch cost or SLOs and
@@ -10,7 +12,9 @@ never ask the router to degrade: when the load exceeds the fleet they say so and
 What the rules read: `R` and `h` count only the requests that need a GPU. An exact repeat is
 served from the cache with no GPU work, so it is neither a hit (it would size the small pool
 for work that never reaches it) nor a miss; it leaves `R` as well, which keeps
-`W_miss = (1 - h) R` the misses and `W_hit = h R kappa` the img2img hits.
+`W_miss = (1 - h) R` the misses and `W_hit = h R kappa` the img2img hits. MoDM prices a hit at
+kappa of a full run; with a fixed per-job overhead it costs `lat(kappa) / lat(1)` of one
+(`PoolProfile.job_seconds`), which is kappa only when the overhead is zero.
 
 Anti-windup: the integral is clamped to `INTEGRAL_LIMIT` and frozen while the scaler cannot
 follow (not the leader, a pool paused or held after a hand scale, replicas still loading), so a
@@ -69,10 +73,10 @@ def quality_first_target(window: Window, gpus: int) -> tuple[int, str]:
     literal `while` loop stops one higher, at the first `n` whose spare no longer covers them,
     which would leave the hits short of GPUs by construction.
     """
-    lat_l, lat_s = window.large.profile.full_run_seconds, window.small.profile.full_run_seconds
-    t_l, t_s = 60.0 / lat_l, 60.0 / lat_s
+    large, small = window.large.profile, window.small.profile
+    t_l, t_s = 60.0 / large.gpu_seconds(), 60.0 / small.gpu_seconds()
     rate, h = window.gpu_requests_per_min, window.gpu_hit_rate
-    w_miss, w_hit = (1.0 - h) * rate, h * rate * window.kappa
+    w_miss, w_hit = (1.0 - h) * rate, h * rate * small.job_seconds(window.kappa) / small.full_run_seconds
 
     def spare(n: int) -> float:
         return n * t_l - w_miss + (gpus - n) * t_s
@@ -91,13 +95,17 @@ def quality_first_target(window: Window, gpus: int) -> tuple[int, str]:
 
 
 def proportional_target(window: Window, gpus: int) -> tuple[int, str]:
-    """Variant B: large GPUs in proportion to the misses' share of the GPU work."""
+    """Variant B: large GPUs in proportion to the misses' share of the GPU work (MoDM's
+    `(1 - h) / ((1 - h) + h kappa lat_S / lat_L)` with each job priced by `PoolProfile`)."""
     h, kappa = window.gpu_hit_rate, window.kappa
-    ratio = window.small.profile.full_run_seconds / window.large.profile.full_run_seconds
-    denominator = (1.0 - h) + h * kappa * ratio
-    share = (1.0 - h) / denominator if denominator > 0 else 0.0
+    miss_s, hit_s = window.large.profile.gpu_seconds(), window.small.profile.gpu_seconds(kappa)
+    denominator = (1.0 - h) * miss_s + h * hit_s
+    share = (1.0 - h) * miss_s / denominator if denominator > 0 else 0.0
     n = round_half_away(share * gpus)
-    why = f"misses are {share:.3f} of the work (h={h:.2f}, kappa={kappa:.2f}, lat_S/lat_L={ratio:.3f})"
+    why = (
+        f"misses are {share:.3f} of the GPU time (h={h:.2f}, kappa={kappa:.2f}, "
+        f"miss {miss_s:.1f} GPU-s, hit {hit_s:.1f} GPU-s)"
+    )
     return max(1, min(gpus, n)), why
 
 

@@ -3,8 +3,8 @@ limits, the current split and a decision that says why.
 
 The window mirrors `modm.v1.RouterStats` (folded over every router by `stats_client.aggregate`):
 `hit_rate` counts hits and exact repeats like the router does, `k_distribution` covers hits
-only, and per-pool speed is the measured seconds per denoising step plus a fixed overhead,
-so a full run and a hit that skips `k` steps are priced from the same two numbers.
+only, and each pool's `PoolProfile` is the one definition of how long a job takes there, which
+the policies, the queueing model and the simulator all use.
 """
 
 from __future__ import annotations
@@ -14,28 +14,50 @@ from dataclasses import dataclass, field
 
 from modm import reuse
 
-TOTAL_STEPS = 50
+TOTAL_STEPS = 50  # a hit's k (steps skipped) is counted out of the cache's 50, whatever the model runs
+MODM_STEPS = 50  # MoDM's measured runs: the steps of a profile no worker reported (the settings' fallback)
 
 
 @dataclass(frozen=True)
 class PoolProfile:
-    """Measured speed of one GPU of a pool."""
+    """How long a job takes on one GPU of a pool.
+
+    A job runs `step_share` of the model's own default `steps` (a miss all of them, a hit kappa)
+    plus a fixed overhead (text encoding, VAE decode): a miss costs `overhead + steps x
+    seconds_per_step` and a hit `overhead + kappa x steps x seconds_per_step`, so neither the
+    step count nor the overhead may be folded into a per-step price. A worker takes up to
+    `capacity` jobs at once and runs them as one batch: a GPU is `capacity` servers, each job
+    holding one for its job seconds (measured at the batches the load formed, so a GPU serves
+    `capacity / job_seconds` jobs a second). `load_seconds` is the model's load time, what a GPU
+    moving into the pool serves nothing for (None: no worker reported it).
+    """
 
     seconds_per_step: float
     overhead_seconds: float = 0.0
-    total_steps: int = TOTAL_STEPS
+    steps: int = MODM_STEPS
+    capacity: int = 1
+    load_seconds: float | None = None
 
     def __post_init__(self) -> None:
-        if self.seconds_per_step <= 0 or self.overhead_seconds < 0 or self.total_steps <= 0:
-            raise ValueError("a pool profile needs positive seconds per step and steps, non-negative overhead")
+        if self.seconds_per_step <= 0 or self.overhead_seconds < 0 or self.steps <= 0 or self.capacity < 1:
+            raise ValueError(
+                "a pool profile needs positive seconds per step, steps and capacity, non-negative overhead"
+            )
+        if self.load_seconds is not None and self.load_seconds < 0:
+            raise ValueError("a model load cannot take negative seconds")
 
     @classmethod
-    def from_full_run(cls, seconds: float, total_steps: int = TOTAL_STEPS) -> PoolProfile:
-        return cls(seconds / total_steps, 0.0, total_steps)
+    def from_full_run(cls, seconds: float, steps: int = MODM_STEPS) -> PoolProfile:
+        """A profile from a full run's seconds alone (no overhead known, batch 1)."""
+        return cls(seconds / steps, 0.0, steps)
 
     def job_seconds(self, step_share: float = 1.0) -> float:
-        """One job running `step_share` of the full steps (1.0: from noise; kappa: a mean hit)."""
-        return self.overhead_seconds + self.total_steps * step_share * self.seconds_per_step
+        """One job running `step_share` of the steps (1.0: from noise; kappa: a mean hit)."""
+        return self.overhead_seconds + self.steps * step_share * self.seconds_per_step
+
+    def gpu_seconds(self, step_share: float = 1.0) -> float:
+        """GPU time one job costs when the GPU's batches are full: what sizes throughput."""
+        return self.job_seconds(step_share) / self.capacity
 
     @property
     def full_run_seconds(self) -> float:
@@ -63,7 +85,7 @@ class Window:
     large: PoolState
     small: PoolState
     exact_repeat_rate: float = 0.0  # served from the cache with no GPU at all
-    total_steps: int = TOTAL_STEPS
+    total_steps: int = TOTAL_STEPS  # what k is counted out of (not a model's steps: see PoolProfile)
 
     def __post_init__(self) -> None:
         if self.seconds <= 0 or self.request_rate_per_min < 0:
@@ -122,7 +144,7 @@ class Fleet:
 
     gpus: int
     slo_seconds: float = 300.0
-    switch_seconds: float = 30.0  # measured model load: a switching GPU serves nothing meanwhile
+    switch_seconds: float = 30.0  # a model load, for a pool whose workers report none (`load_seconds`)
     min_large: int = 1
     max_large: int | None = None
     min_small: int = 0
@@ -139,6 +161,11 @@ class Fleet:
             raise ValueError("max_small is below min_small")
         if self.slo_seconds <= 0 or self.switch_seconds < 0:
             raise ValueError("the SLO must be positive and the switch cost non-negative")
+
+    def load_seconds(self, joined: PoolProfile) -> float:
+        """What a GPU moving into the pool of `joined` serves nothing for: its model's load time
+        as the pool's workers report it, else `switch_seconds`."""
+        return self.switch_seconds if joined.load_seconds is None else joined.load_seconds
 
     def large_bounds(self, misses_arrive: bool) -> tuple[int, int]:
         """Inclusive range of large GPUs: the bounds, room for min_small, and never zero large

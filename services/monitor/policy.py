@@ -5,8 +5,9 @@ scores every split the fleet's bounds allow by what it predicts for the next hor
 (`queueing.forecast`):
 
 - the queues already waiting are work to clear, not just the arrival rates;
-- a GPU that changes pool serves nothing while it loads the other model, so a switch is priced
-  as lost capacity and never made for a gain smaller than `margin`;
+- a GPU that changes pool serves nothing while it loads the other model (the load time its
+  workers report), so a switch is priced as lost capacity and never made for a gain smaller
+  than `margin`;
 - the score is the predicted share of requests over the SLO plus a little mean latency, so the
   split follows the SLO rather than a utilisation target;
 - a move that is not urgent must be wanted two windows in a row (hysteresis: Poisson noise on
@@ -25,7 +26,15 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from modm.services.monitor.modm_reference import ModmPolicy, Variant
-from modm.services.monitor.observations import Allocation, Decision, Fleet, Prediction, Window, model_loads
+from modm.services.monitor.observations import (
+    Allocation,
+    Decision,
+    Fleet,
+    PoolState,
+    Prediction,
+    Window,
+    model_loads,
+)
 from modm.services.monitor.queueing import PoolForecast, Stream, forecast
 
 
@@ -119,10 +128,11 @@ class SloAwarePolicy:
                 f"{pending.pending_windows + 1} of {self.confirm_windows} to confirm"
             )
             return self._decision(fleet.split(here), f"{why}; {load}", stay, pending)
-        loads = model_loads(current, target)
+        joined = window.large if target.large > current.large else window.small
         why = (
             f"move to {target} ({'urgent' if urgent else 'confirmed'}): {self._describe(stay)} -> "
-            f"{self._describe(best)}, paying {loads} model load(s) of {fleet.switch_seconds:.0f}s"
+            f"{self._describe(best)}, paying {model_loads(current, target)} model load(s) of "
+            f"{fleet.load_seconds(joined.profile):.0f}s"
         )
         return self._decision(target, f"{why}; {load}", best, Hysteresis())
 
@@ -157,26 +167,28 @@ class SloAwarePolicy:
         hit_cs2 = max(0.0, window.kappa_second_moment / kappa**2 - 1.0) if kappa > 0 else 0.0
         misses, hits = window.misses_per_s, window.worker_hits_per_s
         room = self.target_utilisation
+        # Servers: every GPU takes `capacity` jobs at once (PoolProfile).
+        large_servers, small_servers = target.large * large_p.capacity, target.small * small_p.capacity
 
         # Misses the large pool cannot take go to the small pool, as far as it has room after
         # the hits (only when degrading; the router degrades only what the small pool can serve).
-        small_room = max(0.0, room * target.small - hits * hit_small_s) / degraded_s
-        degraded = min(max(0.0, misses - room * target.large / miss_s), small_room) if degrade else 0.0
+        small_room = max(0.0, room * small_servers - hits * hit_small_s) / degraded_s
+        degraded = min(max(0.0, misses - room * large_servers / miss_s), small_room) if degrade else 0.0
         large_backlog, small_backlog = float(window.large.queue_depth), float(window.small.queue_depth)
         if degrade:  # idle small workers take queued misses the large pool would not reach in time
-            reachable = target.large * max(0.0, fleet.slo_seconds - miss_s) / miss_s
+            reachable = large_servers * max(0.0, fleet.slo_seconds - miss_s) / miss_s
             moved = max(0.0, large_backlog - reachable)
             large_backlog, small_backlog = large_backlog - moved, small_backlog + moved
         served_misses = misses - degraded
         # Hits beyond the small pool's room overflow onto idle large GPUs (MoDM's rule).
-        hit_room = room * target.small / hit_small_s - degraded * degraded_s / hit_small_s
-        large_spare = max(0.0, room * target.large - served_misses * miss_s) / hit_large_s
+        hit_room = room * small_servers / hit_small_s - degraded * degraded_s / hit_small_s
+        large_spare = max(0.0, room * large_servers - served_misses * miss_s) / hit_large_s
         overflow = min(max(0.0, hits - max(0.0, hit_room)), large_spare)
 
         large_streams = [Stream(served_misses, miss_s), Stream(overflow, hit_large_s, hit_cs2)]
         small_streams = [Stream(hits - overflow, hit_small_s, hit_cs2), Stream(degraded, degraded_s)]
-        large_f = self._pool(large_streams, window.large.ready, target.large, large_backlog, fleet)
-        small_f = self._pool(small_streams, window.small.ready, target.small, small_backlog, fleet)
+        large_f = self._pool(large_streams, window.large, target.large, large_backlog, fleet)
+        small_f = self._pool(small_streams, window.small, target.small, small_backlog, fleet)
 
         rates = [s.per_s for s in large_streams + small_streams]
         total = sum(rates)
@@ -193,15 +205,15 @@ class SloAwarePolicy:
         score = over + self.latency_weight * latency + self.degraded_weight * degraded_share
         return Scored(large, degrade, prediction, score)
 
-    def _pool(self, streams: list[Stream], ready: int, target: int, backlog: float, fleet: Fleet) -> PoolForecast:
-        """A pool keeps its ready GPUs up to the target; any more join after a model load
+    def _pool(self, streams: list[Stream], pool: PoolState, target: int, backlog: float, fleet: Fleet) -> PoolForecast:
+        """A pool keeps its ready GPUs up to the target; any more join after its model's load
         (GPUs already loading are assumed to need as long)."""
-        joining = target > ready
+        slots = pool.profile.capacity
         return forecast(
             streams,
-            servers_now=min(ready, target),
-            servers_later=target,
-            join_after_s=fleet.switch_seconds if joining else 0.0,
+            servers_now=min(pool.ready, target) * slots,
+            servers_later=target * slots,
+            join_after_s=fleet.load_seconds(pool.profile) if target > pool.ready else 0.0,
             backlog=backlog,
             horizon_s=self.horizon_s,
             slo_s=fleet.slo_seconds,

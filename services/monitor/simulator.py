@@ -6,14 +6,17 @@ The router is modelled as it routes (services/router/policy.py):
 - a miss goes to the large pool; when the monitor has asked for degradation and the large pool
   would miss the SLO, it goes to the small pool (text-to-image, flagged degraded), and idle
   small workers take misses still queued for the large pool;
-- a hit goes to an idle small worker, else to an idle large worker when no miss waits (MoDM's
-  rule), else waits for the small pool; a large worker with no miss waiting takes queued hits;
-- a hit runs `1 - k/50` of the steps; service times are deterministic per model.
+- a hit goes to a small worker with a free slot, else to an idle large worker when no miss
+  waits (MoDM's rule), else waits for the small pool; a large worker with no miss waiting takes
+  queued hits;
+- a job takes what the monitor prices it at (`PoolProfile.job_seconds`: overhead + the share of
+  the model's own steps it runs, a hit `1 - k/50` of them), deterministically, and a worker
+  holds up to its profile's `capacity` jobs at once, each taking that long.
 
 Every `window_s` the monitor builds a `Window` from what the router would report over that
-window and applies the policy's decision. A GPU that changes pool finishes the job it has, then
-serves nothing for `fleet.switch_seconds` while it loads the other model. The run ends when
-every request is served (nothing is dropped).
+window (the pools' profiles as the workers report them) and applies the policy's decision. A
+GPU that changes pool finishes the jobs it has, then serves nothing while it loads the other
+model (`fleet.load_seconds`). The run ends when every request is served (nothing is dropped).
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from dataclasses import asdict, dataclass, field
 from enum import IntEnum
 
 from modm.services.monitor.observations import (
+    MODM_STEPS,
     TOTAL_STEPS,
     Allocation,
     Fleet,
@@ -42,17 +46,19 @@ LARGE, SMALL = "large", "small"
 
 
 @dataclass(frozen=True)
-class ServiceTimes:
-    """Seconds per 50-step image on one GPU (defaults: MoDM's MI210, SD3.5-Large and SDXL)."""
+class Models:
+    """The two pools' models, each as its workers would report it to the monitor."""
 
-    large_s: float = 91.5
-    small_s: float = 16.5
+    large: PoolProfile
+    small: PoolProfile
 
-    def seconds(self, model: str, step_share: float) -> float:
-        return (self.large_s if model == LARGE else self.small_s) * step_share
+    def of(self, pool: str) -> PoolProfile:
+        return self.large if pool == LARGE else self.small
 
 
-MI210_TIMES = ServiceTimes()
+# MoDM's MI210: SD3.5-Large 91.5 s and SDXL 16.5 s per 50-step image (MoDM ran 50 steps and
+# measured no overhead apart), one image per batch, load time not reported.
+MI210 = Models(PoolProfile.from_full_run(91.5, MODM_STEPS), PoolProfile.from_full_run(16.5, MODM_STEPS))
 
 
 class _Event(IntEnum):  # ties at the same instant: finish work before admitting more
@@ -78,13 +84,18 @@ class _Job:
 class _Gpu:
     pool: str  # the pool it is assigned to
     model: str  # the model it holds (or is loading)
-    job: _Job | None = None
+    slots: int  # jobs it takes at once (its pool's capacity)
+    jobs: list[_Job] = field(default_factory=list)
     loading_until: float | None = None
     generation: int = 0  # invalidates a LOADED event when a load is abandoned
 
     @property
     def ready(self) -> bool:
         return self.model == self.pool and self.loading_until is None
+
+    @property
+    def free(self) -> bool:
+        return self.ready and len(self.jobs) < self.slots
 
 
 @dataclass(frozen=True)
@@ -147,15 +158,15 @@ class Simulation:
         fleet: Fleet,
         initial: Allocation,
         *,
-        times: ServiceTimes = MI210_TIMES,
+        models: Models = MI210,
         window_s: float = 180.0,
     ) -> None:
         if initial.large + initial.small > fleet.gpus:
             raise ValueError(f"{initial} exceeds the fleet's {fleet.gpus} GPUs")
         self.arrivals = sorted(arrivals, key=lambda a: a.at)
-        self.policy, self.fleet, self.times, self.window_s = policy, fleet, times, window_s
-        self.gpus = [_Gpu(LARGE, LARGE) for _ in range(initial.large)] + [
-            _Gpu(SMALL, SMALL) for _ in range(initial.small)
+        self.policy, self.fleet, self.models, self.window_s = policy, fleet, models, window_s
+        self.gpus = [_Gpu(LARGE, LARGE, models.large.capacity) for _ in range(initial.large)] + [
+            _Gpu(SMALL, SMALL, models.small.capacity) for _ in range(initial.small)
         ]
         self.queues: dict[str, deque[_Job]] = {LARGE: deque(), SMALL: deque()}
         self.degrade = False
@@ -189,9 +200,9 @@ class Simulation:
                 self._window_arrivals.append(payload)
                 self._admit(_Job(payload))
             elif kind is _Event.DONE:
-                assert isinstance(payload, _Gpu)
+                gpu, job = payload  # type: ignore[misc]
                 outstanding -= 1
-                self._finish(payload)
+                self._finish(gpu, job)
             elif kind is _Event.LOADED:
                 gpu, generation = payload  # type: ignore[misc]
                 if gpu.generation == generation:
@@ -210,8 +221,8 @@ class Simulation:
             for gpu in self.gpus:
                 if gpu.loading_until is not None:
                     activity = "loading"
-                elif gpu.job is not None:
-                    activity = f"busy_{gpu.job.model}"
+                elif gpu.jobs:
+                    activity = f"busy_{gpu.model}"
                 else:
                     activity = f"idle_{gpu.pool}"
                 self.gpu_seconds[activity] += dt
@@ -219,86 +230,92 @@ class Simulation:
 
     # --- routing -------------------------------------------------------------------------
 
-    def _idle(self, pool: str) -> _Gpu | None:
-        return next((g for g in self.gpus if g.pool == pool and g.ready and g.job is None), None)
+    def _free(self, pool: str) -> _Gpu | None:
+        return next((g for g in self.gpus if g.pool == pool and g.free), None)
+
+    def _idle_large(self) -> _Gpu | None:
+        """A large worker with nothing in flight (MoDM: only those take hits)."""
+        return next((g for g in self.gpus if g.pool == LARGE and g.ready and not g.jobs), None)
 
     def _ready(self, pool: str) -> int:
         return sum(1 for g in self.gpus if g.pool == pool and g.ready)
 
-    def _wait_estimate(self, pool: str, share: float) -> float:
-        """The router's estimate: the queue's work spread over the pool's ready workers."""
+    def _wait_estimate(self, pool: str) -> float:
+        """The router's estimate: the queue's work spread over the pool's ready slots."""
         ready = self._ready(pool)
         if ready == 0:
             return math.inf
-        if self._idle(pool) is not None and not self.queues[pool]:
+        if self._free(pool) is not None and not self.queues[pool]:
             return 0.0
-        return (len(self.queues[pool]) + 1) * self.times.seconds(pool, share) / ready
+        model = self.models.of(pool)
+        return (len(self.queues[pool]) + 1) * model.full_run_seconds / (ready * model.capacity)
 
     def _admit(self, job: _Job) -> None:
         if job.arrival.hit:
-            target = self._idle(SMALL) or (self._idle(LARGE) if not self.queues[LARGE] else None)
+            target = self._free(SMALL) or (self._idle_large() if not self.queues[LARGE] else None)
             if target is not None:
                 self._start(target, job)
             else:
                 self.queues[SMALL].append(job)
             return
-        large_late = self._wait_estimate(LARGE, 1.0) + self.times.large_s > self.fleet.slo_seconds
+        large_late = self._wait_estimate(LARGE) + self.models.large.full_run_seconds > self.fleet.slo_seconds
         if self.degrade and large_late and self._ready(SMALL):
             job.degraded = True
-            idle = self._idle(SMALL)
-            if idle is not None:
-                self._start(idle, job)
+            free = self._free(SMALL)
+            if free is not None:
+                self._start(free, job)
             else:
                 self.queues[SMALL].append(job)
             return
-        idle = self._idle(LARGE)
-        if idle is not None:
-            self._start(idle, job)
+        free = self._free(LARGE)
+        if free is not None:
+            self._start(free, job)
         else:
             self.queues[LARGE].append(job)
 
     def _feed(self, gpu: _Gpu) -> None:
-        """Give a free, ready GPU its next job, if any."""
-        if not gpu.ready or gpu.job is not None:
-            return
+        """Fill a ready GPU's free slots from the queues, if any waits."""
+        while gpu.free and (job := self._next_job(gpu)) is not None:
+            self._start(gpu, job)
+
+    def _next_job(self, gpu: _Gpu) -> _Job | None:
         if gpu.pool == LARGE:
-            queue = self.queues[LARGE] or self.queues[SMALL]
-            if queue:
-                job = queue.popleft()
+            if self.queues[LARGE]:
+                job = self.queues[LARGE].popleft()
                 job.degraded = False  # a degraded miss that a large worker reaches is served properly
-                self._start(gpu, job)
-        elif self.queues[SMALL]:
-            self._start(gpu, self.queues[SMALL].popleft())
-        elif self.degrade and self.queues[LARGE]:
+                return job
+            return self.queues[SMALL].popleft() if self.queues[SMALL] and not gpu.jobs else None
+        if self.queues[SMALL]:
+            return self.queues[SMALL].popleft()
+        if self.degrade and self.queues[LARGE]:
             job = self.queues[LARGE].popleft()
             job.degraded = True
-            self._start(gpu, job)
+            return job
+        return None
 
     def _start(self, gpu: _Gpu, job: _Job) -> None:
         job.started, job.model = self.now, gpu.model
-        gpu.job = job
-        self._push(self.now + self.times.seconds(gpu.model, job.step_share), _Event.DONE, gpu)
+        gpu.jobs.append(job)
+        self._push(self.now + self.models.of(gpu.model).job_seconds(job.step_share), _Event.DONE, (gpu, job))
 
-    def _finish(self, gpu: _Gpu) -> None:
-        job = gpu.job
-        assert job is not None
-        gpu.job = None
+    def _finish(self, gpu: _Gpu, job: _Job) -> None:
+        gpu.jobs.remove(job)
         latency = self.now - job.arrival.at
         self.latencies.append(latency)
         self._window_latencies.append(latency)
         self.degraded += job.degraded
         self.hits_on_large += job.arrival.hit and job.model == LARGE
-        if gpu.model != gpu.pool:
-            self._load(gpu)
-        else:
+        if gpu.model == gpu.pool:
             self._feed(gpu)
+        elif not gpu.jobs:
+            self._load(gpu)
 
     # --- the monitor ---------------------------------------------------------------------
 
     def _load(self, gpu: _Gpu) -> None:
-        gpu.model = gpu.pool
+        gpu.model, gpu.slots = gpu.pool, self.models.of(gpu.pool).capacity
         gpu.generation += 1
-        gpu.loading_until = self.now + self.fleet.switch_seconds
+        gpu.loading_until = self.now + self.fleet.load_seconds(self.models.of(gpu.pool))
         self.switches += 1
         self._push(gpu.loading_until, _Event.LOADED, (gpu, gpu.generation))
 
@@ -308,9 +325,8 @@ class Simulation:
         ks = Counter(a.skipped_steps for a in hits)
 
         def state(pool: str) -> PoolState:
-            profile = PoolProfile.from_full_run(self.times.large_s if pool == LARGE else self.times.small_s)
-            in_flight = sum(1 for g in self.gpus if g.job is not None and g.job.model == pool)
-            return PoolState(self._ready(pool), profile, len(self.queues[pool]), in_flight)
+            in_flight = sum(len(g.jobs) for g in self.gpus if g.model == pool)
+            return PoolState(self._ready(pool), self.models.of(pool), len(self.queues[pool]), in_flight)
 
         return Window(
             seconds=span,
@@ -369,7 +385,7 @@ class Simulation:
         def cost(gpu: _Gpu) -> int:
             if gpu.model == dest and gpu.loading_until is None:
                 return 0
-            if gpu.job is None and gpu.loading_until is None:
+            if not gpu.jobs and gpu.loading_until is None:
                 return 1
             return 2 if gpu.loading_until is not None else 3
 
@@ -377,8 +393,8 @@ class Simulation:
 
     def _move(self, gpu: _Gpu, dest: str) -> None:
         gpu.pool = dest
-        if gpu.job is not None:
-            return  # finishes its job first (`_finish` starts the load)
+        if gpu.jobs:
+            return  # finishes its jobs first (`_finish` starts the load)
         if gpu.model == dest and gpu.loading_until is None:
             self._feed(gpu)
             return
@@ -414,7 +430,7 @@ def simulate(
     fleet: Fleet,
     initial: Allocation,
     *,
-    times: ServiceTimes = MI210_TIMES,
+    models: Models = MI210,
     window_s: float = 180.0,
 ) -> Result:
-    return Simulation(arrivals, policy, fleet, initial, times=times, window_s=window_s).run()
+    return Simulation(arrivals, policy, fleet, initial, models=models, window_s=window_s).run()

@@ -8,7 +8,9 @@ is listed in `StatsReading.unreachable` with why, never silently left out of the
 Aggregation (`aggregate`, pure): each router sees its own share of the traffic, so rates,
 router queues and in-flight requests add up; the hit rate is weighted by each router's served
 requests and the k distribution by its hits. Every router sees the same workers, so a pool's
-ready workers are the union of the healthy worker addresses, not a sum.
+ready workers are the union of the healthy worker addresses, not a sum; how long a job takes in
+a pool comes from its workers' profiles, measured service times, steps, batch capacity and load
+time (`pool_profile`).
 
 The same client tells every router the decision's degrade override (`set_degrade`), found the
 same way and under the same deadline; routers that do not take it are reported likewise. With
@@ -20,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import statistics
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -58,20 +61,47 @@ def _hits(stats: router_pb2.RouterStats) -> float:
     return _served(stats) * max(0.0, stats.hit_rate - stats.exact_repeat_rate)
 
 
-def _profile(
-    workers: Sequence[router_pb2.WorkerStats], fallback: PoolProfile, total_steps: int = TOTAL_STEPS
-) -> PoolProfile:
-    """Measured seconds per step (weighted by completions) if any, else profiled, else the fallback."""
-    completed = sum(w.completed for w in workers if w.mean_seconds_per_step > 0)
-    if completed:
-        sps = sum(w.completed * w.mean_seconds_per_step for w in workers if w.mean_seconds_per_step > 0) / completed
-        return PoolProfile(sps, 0.0, total_steps)  # measured per step run: overhead is already in it
+def _typical(values: Sequence[int]) -> int | None:
+    """The middle of the values reported (0: not reported), or None."""
+    reported = sorted(v for v in values if v > 0)
+    return statistics.median_low(reported) if reported else None
+
+
+def pool_profile(workers: Sequence[router_pb2.WorkerStats], fallback: PoolProfile) -> PoolProfile:
+    """A pool's `PoolProfile` from its workers' Stats.
+
+    Each worker's warm-up profile (overhead + steps x seconds per step, batch 1) gives the shape
+    of a job's time; what the router measured over the window sets its level: the requests each
+    worker completed took `mean_service_seconds` for `mean_service_seconds / mean_seconds_per_step`
+    steps on average, against what the profile says those steps take, and the profile is scaled
+    by that ratio (weighted by completions), so batches or a shared GPU that slow the jobs down
+    are priced in. With no profile, the measured seconds per step (overhead folded in) stand
+    alone. Steps, capacity and load time are what the workers report, else the fallback's.
+    """
     profiled = [w for w in workers if w.profiled_seconds_per_step > 0]
+    measured = [w for w in workers if w.completed and w.mean_seconds_per_step > 0 and w.mean_service_seconds > 0]
+    jobs = sum(w.completed for w in measured)
+    took = sum(w.completed * w.mean_service_seconds for w in measured)
+    steps_run = sum(w.completed * w.mean_service_seconds / w.mean_seconds_per_step for w in measured)
     if profiled:
-        sps = sum(w.profiled_seconds_per_step for w in profiled) / len(profiled)
-        overhead = sum(max(0.0, w.profiled_overhead_seconds) for w in profiled) / len(profiled)
-        return PoolProfile(sps, overhead, total_steps)
-    return fallback
+        sps = statistics.fmean(w.profiled_seconds_per_step for w in profiled)
+        overhead = statistics.fmean(max(0.0, w.profiled_overhead_seconds) for w in profiled)
+        if measured:
+            scale = took / (jobs * overhead + steps_run * sps)
+            sps, overhead = sps * scale, overhead * scale
+    elif measured:
+        sps, overhead = took / steps_run, 0.0
+    else:
+        sps, overhead = fallback.seconds_per_step, fallback.overhead_seconds
+    steps, capacity = _typical([w.default_steps for w in workers]), _typical([w.capacity for w in workers])
+    loads = [w.load_seconds for w in workers if w.load_seconds > 0]
+    return PoolProfile(
+        seconds_per_step=sps,
+        overhead_seconds=overhead,
+        steps=steps or fallback.steps,
+        capacity=capacity or fallback.capacity,
+        load_seconds=statistics.fmean(loads) if loads else fallback.load_seconds,
+    )
 
 
 def aggregate(
@@ -110,7 +140,7 @@ def aggregate(
         reported = len(ready) if workers else max((p.workers for p in pool_stats), default=0)
         pools[pool] = PoolState(
             ready=reported,
-            profile=_profile(workers, fallback, total_steps),
+            profile=pool_profile(workers, fallback),
             queue_depth=sum(p.queue_depth for p in pool_stats),
             in_flight=sum(p.in_flight for p in pool_stats),
         )

@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from modm import reuse
+from modm.services.monitor.observations import TOTAL_STEPS, PoolProfile
 
 # Share of hits by k skipped of 50: MoDM's five rungs, weighted towards the mild ones.
 DEFAULT_K_DISTRIBUTION: Mapping[int, float] = {5: 0.15, 10: 0.25, 15: 0.25, 25: 0.2, 30: 0.15}
@@ -111,16 +112,16 @@ def standard_scenarios(duration_s: float = 7200.0, hit_rate: float = 0.7) -> tup
 
 def mixture_capacity_per_min(
     gpus: int,
-    large_s: float,
-    small_s: float,
+    large: PoolProfile,
+    small: PoolProfile,
     hit_rate: float,
     k_distribution: Mapping[int, float],
-    total_steps: int = 50,
 ) -> float:
-    """Requests per minute `gpus` GPUs can serve with the mixture, at best (every GPU busy,
-    misses on the large model, hits on the small one): the capacity the scenarios scale to."""
-    hit_kappa = reuse.kappa({(k, total_steps): p for k, p in k_distribution.items()})
+    """Requests per minute `gpus` GPUs can serve with the mixture, at best (every GPU busy with
+    full batches, misses on the large model, hits on the small one): the capacity the scenarios
+    scale to."""
+    hit_kappa = reuse.kappa({(k, TOTAL_STEPS): p for k, p in k_distribution.items()})
     if hit_kappa is None:
         raise ValueError("the k distribution is empty")
-    gpu_seconds_per_request = (1 - hit_rate) * large_s + hit_rate * hit_kappa * small_s
+    gpu_seconds_per_request = (1 - hit_rate) * large.gpu_seconds() + hit_rate * small.gpu_seconds(hit_kappa)
     return gpus * 60.0 / gpu_seconds_per_request

@@ -1,7 +1,7 @@
 """Worker discovery: a static list of addresses, or DNS names re-resolved every interval (a
 headless Service resolves to every ready pod). Each interval every worker's health and Info are
-polled; the dispatcher learns capacity, speed and defaults, and stops using a worker that is
-unreachable or not SERVING (loading, draining) until it answers again.
+polled; the dispatcher learns capacity, speed, load time and defaults, and stops using a
+worker that is unreachable or not SERVING (loading, draining) until it answers again.
 
 A worker's pool is either fixed by the list it is in (`large_workers`, `small_workers`) or, for
 the `workers` list, read from its own Info (`WorkerInfo.role`) every round: a worker that
@@ -149,6 +149,7 @@ class Discovery:
                 seconds_per_step=info.seconds_per_step,
                 overhead_seconds=info.overhead_seconds,
                 default_steps=info.default_steps,
+                load_seconds=info.load_seconds,
                 default_width=info.default_width,
                 default_height=info.default_height,
                 default_guidance_scale=info.default_guidance_scale or None,

@@ -45,6 +45,7 @@ class WorkerState:
     seconds_per_step: float = 0.0
     overhead_seconds: float = 0.0
     default_steps: int = 0
+    load_seconds: float = 0.0  # what its model took to load (the monitor's switch cost)
     default_width: int = 0
     default_height: int = 0
     default_guidance_scale: float | None = None
@@ -78,6 +79,7 @@ FACTS = (
     "seconds_per_step",
     "overhead_seconds",
     "default_steps",
+    "load_seconds",
     "default_width",
     "default_height",
     "default_guidance_scale",

@@ -192,6 +192,8 @@ class RouterServicer(router_pb2_grpc.RouterServicer):
                     capacity=worker.capacity,
                     profiled_seconds_per_step=worker.seconds_per_step,
                     profiled_overhead_seconds=worker.overhead_seconds,
+                    default_steps=worker.default_steps,
+                    load_seconds=worker.load_seconds,
                     completed=measured.completed if measured else 0,
                     mean_service_seconds=measured.mean_service_seconds if measured else 0.0,
                     mean_seconds_per_step=measured.mean_seconds_per_step if measured else 0.0,

@@ -36,7 +36,14 @@ def router_stats(
             router_pb2.PoolStats(pool="small", workers=1, queue_depth=0, in_flight=0),
         ],
         workers=[
-            router_pb2.WorkerStats(address="l1:1", pool="large", healthy=True, completed=4, mean_seconds_per_step=2.0),
+            router_pb2.WorkerStats(
+                address="l1:1",
+                pool="large",
+                healthy=True,
+                completed=4,
+                mean_service_seconds=100,
+                mean_seconds_per_step=2,
+            ),
             router_pb2.WorkerStats(address="l2:1", pool="large", healthy=True, profiled_seconds_per_step=1.0),
             router_pb2.WorkerStats(address="s1:1", pool="small", healthy=True, profiled_seconds_per_step=0.4),
         ],

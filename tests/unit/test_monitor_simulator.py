@@ -7,9 +7,9 @@ from dataclasses import dataclass
 
 import pytest
 
-from modm.services.monitor.observations import Allocation, Decision, Fleet, Window
+from modm.services.monitor.observations import Allocation, Decision, Fleet, PoolProfile, Window
 from modm.services.monitor.policy import AllLargePolicy, SloAwarePolicy
-from modm.services.monitor.simulator import ServiceTimes, percentile, simulate
+from modm.services.monitor.simulator import Models, percentile, simulate
 from modm.services.monitor.traces import Arrival, Profile, poisson_arrivals
 
 
@@ -57,10 +57,13 @@ def test_an_idle_large_worker_takes_a_hit() -> None:
     assert result.mean_latency_s == pytest.approx(91.5 * 0.5)
 
 
+FLAT_10_2 = Models(PoolProfile.from_full_run(10.0), PoolProfile.from_full_run(2.0))
+
+
 def test_one_server_matches_md1() -> None:
     # lambda = 0.05/s, s = 10 s: rho = 0.5, Wq = rho s / (2 (1 - rho)) = 5 s, response 15 s.
     arrivals = poisson_arrivals(Profile.constant(3.0), Profile.constant(0.0), 400_000.0, seed=3)
-    result = simulate(arrivals, AllLargePolicy(), Fleet(1), Allocation(1, 0), times=ServiceTimes(10.0, 2.0))
+    result = simulate(arrivals, AllLargePolicy(), Fleet(1), Allocation(1, 0), models=FLAT_10_2)
     assert result.completed == len(arrivals) > 15_000
     assert result.mean_latency_s == pytest.approx(15.0, rel=0.05)
     assert result.gpu_seconds["busy_large"] == pytest.approx(10.0 * len(arrivals))
