@@ -106,8 +106,7 @@ def settings_env(settings: type[ServiceSettings]) -> tuple[set[str], set[str]]:
     known, required = set(), set()
     for name, field in settings.model_fields.items():
         alias = field.validation_alias
-        names = {prefix + name.upper()} | {c.upper() for c in getattr(alias, "choices", []) if isinstance(c, str)}
-        known |= names
+        known |= {prefix + name.upper()} | {c.upper() for c in getattr(alias, "choices", []) if isinstance(c, str)}
         if field.is_required():
             required.add(prefix + name.upper())
     return known, required
@@ -117,10 +116,10 @@ def check_env(name: str, component: str, container: dict) -> None:
     """A misspelt MODM_* variable is silently ignored by the service (the API server accepts any
     name), so each must be a setting of the component's, and the required ones must be there."""
     known, required = settings_env(SETTINGS[component])
-    names = {e["name"] for e in container.get("env", [])}
-    unknown = {n for n in names if n.startswith("MODM_") and n != "MODM_HOME"} - known
+    variables = {e["name"] for e in container.get("env", [])}
+    unknown = {v for v in variables if v.startswith("MODM_") and v != "MODM_HOME"} - known
     assert not unknown, f"{name}: {sorted(unknown)} are not {component} settings"
-    assert required <= names, f"{name}: {sorted(required - names)} missing"
+    assert required <= variables, f"{name}: {sorted(required - variables)} missing"
 
 
 def project_checks(objects: list[dict], gpu_key: str) -> None:
