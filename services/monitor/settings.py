@@ -75,7 +75,9 @@ class MonitorSettings(ServiceSettings):
         "3 x interval_s (a dead monitor never leaves the routers degraded).",
     )
     slo_seconds: float = Field(300.0, gt=0, description="Latency target the default policy plans for.")
-    switch_seconds: float = Field(30.0, ge=0, description="Measured model load: a switching GPU serves nothing.")
+    switch_seconds: float = Field(
+        30.0, ge=0, description="Model load assumed for a pool until its workers report theirs (Info load_seconds)."
+    )
     min_large: int = Field(1, ge=0)
     max_large: int | None = Field(None, ge=0)
     min_small: int = Field(0, ge=0)

@@ -57,6 +57,31 @@ def test_an_idle_large_worker_takes_a_hit() -> None:
     assert result.mean_latency_s == pytest.approx(91.5 * 0.5)
 
 
+# SD3 that takes 2 requests at once and loads in 45 s; SANA-Sprint that loads in 12 s.
+SD3_SANA = Models(
+    PoolProfile(1.0, 4.0, steps=28, capacity=2, load_seconds=45.0),
+    PoolProfile(0.5, 1.0, steps=2, load_seconds=12.0),
+)
+
+
+def test_jobs_take_what_the_monitor_prices_them_at() -> None:
+    # Three misses on one SD3 GPU that batches 2: 4 + 28 x 1.0 = 32 s for the first two side by
+    # side, 64 s for the third; a hit (k = 25 of 50) runs 1 of SANA-Sprint's 2 steps: 1 + 0.5 = 1.5 s.
+    arrivals = [Arrival(0.0, False) for _ in range(3)] + [Arrival(0.0, True, 25)]
+    result = simulate(arrivals, AllLargePolicy(), Fleet(2, min_large=1), Allocation(1, 1), models=SD3_SANA)
+    assert result.makespan_s == pytest.approx(64.0)
+    assert result.mean_latency_s == pytest.approx((32.0 + 32.0 + 64.0 + 1.5) / 4)
+    assert result.gpu_seconds["busy_large"] == pytest.approx(64.0)
+
+
+def test_a_switch_costs_the_joined_models_load_time() -> None:
+    # One GPU flips every 100 s, ten times: five SD3 loads (45 s) and five SANA-Sprint loads (12 s).
+    policy = Alternating(Allocation(2, 2), Allocation(3, 1))
+    result = simulate([Arrival(1000.0, False)], policy, Fleet(4), Allocation(2, 2), models=SD3_SANA, window_s=100.0)
+    assert result.switches == 10
+    assert result.gpu_seconds["loading"] == pytest.approx(5 * 45.0 + 5 * 12.0)
+
+
 FLAT_10_2 = Models(PoolProfile.from_full_run(10.0), PoolProfile.from_full_run(2.0))
 
 
