@@ -28,6 +28,7 @@ sys.path.insert(0, str(ROOT))
 from modm.images import ImageFormat  # noqa: E402
 from modm.services.worker.jobs import GenerationJob, JobKind  # noqa: E402
 from modm.services.worker.pipeline import DiffusionRunner  # noqa: E402
+from modm.services.worker.runner import never_stop  # noqa: E402
 from modm.services.worker.tiny import build_tiny  # noqa: E402
 from modm.v1 import common_pb2, worker_pb2, worker_pb2_grpc  # noqa: E402
 from tests.procs import start_worker  # noqa: E402
@@ -52,10 +53,10 @@ def in_process(runner: DiffusionRunner, images: int, batch: int, steps: int) -> 
         )
         for i in range(images)
     ]
-    runner.generate(jobs[:batch], lambda s, t: None)  # warm
+    runner.generate(jobs[:batch], lambda s, t: None, never_stop)  # warm
     started = time.perf_counter()
     for i in range(0, images, batch):
-        runner.generate(jobs[i : i + batch], lambda s, t: None)
+        runner.generate(jobs[i : i + batch], lambda s, t: None, never_stop)
     return images / (time.perf_counter() - started)
 
 

@@ -8,14 +8,13 @@ from modm.launch import ServiceProcess, free_port, start_module
 from modm.services.cache.milvus_standalone import MilvusStandalone, start_milvus_standalone
 
 
-def start_worker(model_dir: Path, log_dir: Path, **settings: object) -> ServiceProcess:
-    """A worker process on a free port, configured through its MODM_WORKER_* variables."""
+def start_worker(model_dir: Path | None, log_dir: Path, **settings: object) -> ServiceProcess:
+    """A worker process on a free port, configured through its MODM_WORKER_* variables (no
+    model for an emulated device)."""
     port = free_port()
-    env = {
-        "MODM_WORKER_MODEL": str(model_dir),
-        "MODM_WORKER_PORT": str(port),
-        "MODM_WORKER_HOST": "127.0.0.1",
-    }
+    env = {"MODM_WORKER_PORT": str(port), "MODM_WORKER_HOST": "127.0.0.1"}
+    if model_dir is not None:
+        env["MODM_WORKER_MODEL"] = str(model_dir)
     env.update({f"MODM_WORKER_{key.upper()}": str(value) for key, value in settings.items()})
     return start_module("modm.services.worker", env, log_dir / f"worker-{port}.log", port)
 

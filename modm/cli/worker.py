@@ -17,8 +17,17 @@ def worker(
         str | None, typer.Option(help="Hub revision to load: a branch, tag or commit hash (pin it in production).")
     ] = None,
     variant: Annotated[str | None, typer.Option(help="Weights variant to load, e.g. fp16.")] = None,
-    role: Annotated[str | None, typer.Option(help="large or small.")] = None,
-    device: Annotated[str | None, typer.Option(help="cpu, cuda or cuda:N.")] = None,
+    role: Annotated[str | None, typer.Option(help="large or small (emulated: the profile's unless given).")] = None,
+    device: Annotated[str | None, typer.Option(help="cpu, cuda, cuda:N, or emulated (sleeps by --profile).")] = None,
+    profile: Annotated[
+        str | None, typer.Option(help="Emulated device: a shipped profile's name or a profile file (TOML).")
+    ] = None,
+    time_scale: Annotated[
+        float | None, typer.Option(help="Emulated device: multiply every emulated duration (0.1 = 10x faster).")
+    ] = None,
+    profile_out: Annotated[
+        Path | None, typer.Option(help="Write the measured profile here (TOML) after warm-up, for --profile.")
+    ] = None,
     dtype: Annotated[str | None, typer.Option(help="auto, fp32, fp16 or bf16.")] = None,
     host: Annotated[str | None, typer.Option(help="Bind address.")] = None,
     port: Annotated[int | None, typer.Option(help="gRPC port.")] = None,
@@ -51,6 +60,9 @@ def worker(
             variant=variant,
             role=role,
             device=device,
+            profile=profile,
+            time_scale=time_scale,
+            profile_out=profile_out,
             dtype=dtype,
             host=host,
             port=port,

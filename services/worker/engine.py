@@ -8,20 +8,20 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from PIL import Image
 
 from modm.batching import BatchStats, DynamicBatcher
 from modm.errors import ModmError, OutOfMemory, Unavailable
-from modm.images import encode_image
 from modm.services.worker import metrics
 from modm.services.worker.failures import free_memory, pipeline_failure
 from modm.services.worker.jobs import GeneratedImage, GenerationJob, Timings
-from modm.services.worker.pipeline import DiffusionRunner, Profile
+from modm.services.worker.runner import GenerationStopped, Profile, Runner, measure_profile, run_self_test
 from modm.services.worker.settings import WorkerSettings
 from modm.services.worker.validation import RawRequest, RequestLimits, validate
 
@@ -54,9 +54,12 @@ class _Submission:
     job: GenerationJob
     listener: Listener | None
     arrived: float
+    # Set once the request has its answer or its caller gave up (cancelled, deadline passed);
+    # read on the pipeline thread, where a call whose every request is done stops at its next step.
+    done: threading.Event = field(default_factory=threading.Event)
 
 
-def limits_for(settings: WorkerSettings, runner: DiffusionRunner) -> RequestLimits:
+def limits_for(settings: WorkerSettings, runner: Runner) -> RequestLimits:
     facts = runner.facts
     return RequestLimits(
         max_prompt_chars=settings.max_prompt_chars,
@@ -82,12 +85,13 @@ class WorkerEngine:
     retries a failed batch one job at a time). When `unhealthy_after_failures` calls in a row
     fail (out of memory aside), a known-good self-test decides: if it passes, the inputs were at
     fault; if it fails, the worker is broken, `on_broken` turns its health NOT_SERVING, and every
-    request gets UNAVAILABLE until it is restarted.
+    request gets UNAVAILABLE until it is restarted. A call stops at its next step once every
+    request in it is done, so callers that gave up free the device.
     """
 
     def __init__(
         self,
-        runner: DiffusionRunner,
+        runner: Runner,
         settings: WorkerSettings,
         executor: ThreadPoolExecutor,
         on_broken: Callable[[], Awaitable[None]] | None = None,
@@ -117,7 +121,7 @@ class WorkerEngine:
     async def warm_up(self) -> Profile:
         """Run the first generations (compiling kernels, allocating memory) and profile speed."""
         loop = asyncio.get_running_loop()
-        self.profile = await loop.run_in_executor(self._executor, self.runner.profile)
+        self.profile = await loop.run_in_executor(self._executor, measure_profile, self.runner)
         metrics.PROFILED_STEP_SECONDS.set(self.profile.seconds_per_step)
         return self.profile
 
@@ -134,11 +138,15 @@ class WorkerEngine:
             self._refuse_if_broken()
             # Decoding an init image is real work: keep it off the event loop.
             job = await asyncio.to_thread(validate, raw, self.limits) if raw.init_image else validate(raw, self.limits)
-            future, ahead = self._batcher.admit(_Submission(job, listener, time.monotonic()))
-            metrics.QUEUE_DEPTH.set(self._batcher.in_flight)
-            if listener is not None:
-                listener(Queued(ahead))
-            result = await future
+            submission = _Submission(job, listener, time.monotonic())
+            try:
+                future, ahead = self._batcher.admit(submission)
+                metrics.QUEUE_DEPTH.set(self._batcher.in_flight)
+                if listener is not None:
+                    listener(Queued(ahead))
+                result = await future
+            finally:
+                submission.done.set()
         except ModmError as error:
             metrics.REQUESTS.labels(kind, type(error).__name__).inc()
             raise
@@ -168,14 +176,18 @@ class WorkerEngine:
             raise Unavailable(f"worker is broken: {self.broken}")
 
     async def _call_pipeline(
-        self, jobs: Sequence[GenerationJob], on_step: Callable[[int, int], None]
+        self, jobs: Sequence[GenerationJob], on_step: Callable[[int, int], None], should_stop: Callable[[], bool]
     ) -> tuple[list[Image.Image], int]:
         """One pipeline call on the pipeline thread; a failure becomes the request's domain error."""
         self._refuse_if_broken()
         loop = asyncio.get_running_loop()
         device = self.runner.facts.device
         try:
-            outcome = await loop.run_in_executor(self._executor, self.runner.generate, jobs, on_step)
+            outcome = await loop.run_in_executor(self._executor, self.runner.generate, jobs, on_step, should_stop)
+        except GenerationStopped as stopped:  # nobody waits for it: neither the requests' nor the worker's failure
+            metrics.STOPPED_CALLS.inc()
+            log.info("pipeline call stopped: every request in it is done", extra={"detail": str(stopped)})
+            raise
         except Exception as error:
             failure = pipeline_failure(error, jobs, device)
         else:
@@ -195,7 +207,7 @@ class WorkerEngine:
         """Calls failing in a row: a known-good generation tells a broken worker from bad inputs."""
         failures, self._failures_in_a_row = self._failures_in_a_row, 0
         try:
-            await asyncio.get_running_loop().run_in_executor(self._executor, self.runner.self_test)
+            await asyncio.get_running_loop().run_in_executor(self._executor, run_self_test, self.runner)
         except Exception as error:
             self.broken = f"{failures} pipeline calls in a row failed, then the self-test: {error}"
             log.error("worker is broken", extra={"reason": self.broken})
@@ -217,14 +229,17 @@ class WorkerEngine:
             for listener in listeners:
                 loop.call_soon_threadsafe(listener, event)
 
+        def should_stop() -> bool:  # called on the pipeline thread
+            return all(sub.done.is_set() for sub in submissions)
+
         started = time.monotonic()
-        images, steps_run = await self._call_pipeline(jobs, on_step)
+        images, steps_run = await self._call_pipeline(jobs, on_step, should_stop)
         generate_s = time.monotonic() - started
         metrics.STEP_SECONDS.observe(generate_s / max(steps_run, 1))
         results = []
         for sub, image in zip(submissions, images, strict=True):
             encode_started = time.monotonic()
-            data = await asyncio.to_thread(encode_image, image, sub.job.output_format)
+            data = await asyncio.to_thread(self.runner.encode, image, sub.job.output_format)
             done = time.monotonic()
             timings = Timings(
                 queue_seconds=started - sub.arrived,

@@ -1,12 +1,14 @@
 """What a failed pipeline call means for its requests: out of memory for their size and batch, or
-an input the model could not take. Both are the request's failure, not the worker's."""
+an input the model could not take. Both are the request's failure, not the worker's.
+
+Torch is only looked at in a process that loaded it: an emulated worker never does, and nothing
+it runs can raise torch's errors or hold CUDA memory."""
 
 from __future__ import annotations
 
 import gc
+import sys
 from collections.abc import Sequence
-
-import torch
 
 from modm.errors import FailedPrecondition, OutOfMemory, PipelineError
 from modm.services.worker.jobs import GenerationJob
@@ -18,7 +20,8 @@ _OUT_OF_MEMORY_PHRASES = ("out of memory", "can't allocate memory")
 
 def is_out_of_memory(error: BaseException) -> bool:
     """torch's OutOfMemoryError (CUDA), or a RuntimeError saying so."""
-    if isinstance(error, torch.OutOfMemoryError):
+    torch = sys.modules.get("torch")
+    if torch is not None and isinstance(error, torch.OutOfMemoryError):
         return True
     message = str(error).lower()
     return isinstance(error, RuntimeError) and any(phrase in message for phrase in _OUT_OF_MEMORY_PHRASES)
@@ -41,4 +44,6 @@ def free_memory(device: str) -> None:
     """Give back what a failed call left allocated, so the next request starts from a clean slate."""
     gc.collect()
     if device.startswith("cuda"):
+        import torch  # a CUDA device's runner has loaded it
+
         torch.cuda.empty_cache()

@@ -42,3 +42,6 @@ def family_for(pipeline_class: str) -> FamilySpec:
     except KeyError:
         known = ", ".join(sorted(FAMILIES))
         raise ValueError(f"unsupported pipeline class {pipeline_class}; supported: {known}") from None
+
+
+FAMILIES_BY_NAME: dict[str, FamilySpec] = {spec.name: spec for spec in FAMILIES.values()}

@@ -20,5 +20,9 @@ STEP_SECONDS = Histogram(
     "Seconds per denoising step of a pipeline call.",
     buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
 )
+STOPPED_CALLS = Counter(
+    "modm_worker_stopped_calls_total",
+    "Pipeline calls stopped before their last step because every request in them was done (cancelled or timed out).",
+)
 PROFILED_STEP_SECONDS = Gauge("modm_worker_profiled_step_seconds", "Profiled seconds per step at the default size.")
 READY = Gauge("modm_worker_ready", "1 once the pipeline is loaded and warm.")

@@ -1,24 +1,26 @@
-"""One diffusers pipeline on one device, plus its img2img twin sharing the same weights."""
+"""One diffusers pipeline on one device, plus its img2img twin sharing the same weights: the
+`Runner` of every real device (torch and diffusers are imported here and only here)."""
 
 from __future__ import annotations
 
 import inspect
 import logging
 import math
+import platform
 import time
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
 from diffusers import AutoPipelineForImage2Image, DiffusionPipeline, SanaSprintImg2ImgPipeline
 from PIL import Image
 
-from modm.images import ImageFormat
+from modm.images import ImageFormat, encode_image
 from modm.services.worker.families import FamilySpec, family_for
 from modm.services.worker.jobs import GenerationJob, JobKind
+from modm.services.worker.runner import GenerationStopped, PipelineFacts, StepCallback, StopCheck
 from modm.services.worker.sana_img2img import SanaImg2ImgPipeline
-from modm.services.worker.settings import FaultKind
+from modm.services.worker.settings import FaultKind, WorkerSettings
 from modm.services.worker.tiny.faults import FaultHook
 
 log = logging.getLogger(__name__)
@@ -32,8 +34,6 @@ _IMG2IMG_CLASSES: dict[str, type[DiffusionPipeline]] = {
 }
 # SANA's resolution binning only knows the transformer sample sizes of its released checkpoints.
 _SANA_BINNED_SAMPLE_SIZES = {16, 32, 64, 128}
-
-StepCallback = Callable[[int, int], None]
 
 
 def _drop_upcast_warning(record: logging.LogRecord) -> bool:
@@ -49,42 +49,28 @@ def served_model_id(model: str, revision: str | None = None, variant: str | None
     return model + (f"@{revision}" if revision else "") + (f"#{variant}" if variant else "")
 
 
-@dataclass(frozen=True)
-class PipelineFacts:
-    model_id: str
-    revision: str | None
-    variant: str | None
-    family: FamilySpec
-    device: str
-    dtype: str
-    default_width: int
-    default_height: int
-    default_steps: int
-    size_multiple: int
-
-
-@dataclass(frozen=True)
-class Profile:
-    """Latency model of one image at the default size: overhead + steps x seconds_per_step."""
-
-    seconds_per_step: float
-    overhead_seconds: float
-
-
-def probe_job(facts: PipelineFacts, steps: int) -> GenerationJob:
-    """A known-good text-to-image job at the default size, for profiling and self-tests."""
-    return GenerationJob(
-        JobKind.TEXT_TO_IMAGE,
-        "a warm-up photograph",
-        None,
-        facts.default_width,
-        facts.default_height,
-        steps,
-        facts.family.default_guidance,
-        0,
-        ImageFormat.PNG,
-        steps,
+def load_diffusion_runner(settings: WorkerSettings) -> DiffusionRunner:
+    """The worker's runner on a real device; call it on the pipeline thread, where every call runs."""
+    if settings.torch_threads is not None:
+        # Workers sharing a host's cores must not each spin one thread per core: on 2 cores
+        # two tiny pipelines ran 3x to 10x slower per step than either alone.
+        torch.set_num_threads(settings.torch_threads)
+    return DiffusionRunner.load(
+        settings.model,
+        device=settings.device,
+        dtype=settings.torch_dtype_name(),
+        default_steps=settings.default_steps,
+        revision=settings.revision,
+        variant=settings.variant,
+        test_faults=settings.test_faults,
     )
+
+
+def _hardware(device: str) -> str:
+    """The device's name, for recorded profiles: the GPU's model, or the CPU's architecture."""
+    if device.startswith("cuda"):
+        return torch.cuda.get_device_name(device)
+    return f"cpu ({platform.machine()})"
 
 
 def _img2img_twin(pipe: DiffusionPipeline) -> DiffusionPipeline:
@@ -115,7 +101,7 @@ def _family_kwargs(pipe: DiffusionPipeline, family: FamilySpec) -> dict[str, Any
 
 
 class DiffusionRunner:
-    """Runs batches of same-key jobs through the pipeline; blocking, so call it off the loop."""
+    """Runs batches of same-key jobs through the pipeline (the `Runner` protocol); blocking."""
 
     def __init__(
         self,
@@ -168,11 +154,13 @@ class DiffusionRunner:
             variant=variant,
             family=family,
             device=device,
+            hardware=_hardware(device),
             dtype=dtype,
             default_width=side,
             default_height=side,
             default_steps=default_steps or family.default_steps,
             size_multiple=math.lcm(int(pipe.vae_scale_factor) * int(patch), family.min_multiple),
+            load_seconds=time.monotonic() - started,
         )
         log.info(
             "pipeline loaded",
@@ -181,12 +169,14 @@ class DiffusionRunner:
                 "family": family.name,
                 "device": device,
                 "dtype": dtype,
-                "load_seconds": round(time.monotonic() - started, 3),
+                "load_seconds": round(facts.load_seconds, 3),
             },
         )
         return cls(pipe, img2img, facts, faults)
 
-    def generate(self, jobs: Sequence[GenerationJob], on_step: StepCallback) -> tuple[list[Image.Image], int]:
+    def generate(
+        self, jobs: Sequence[GenerationJob], on_step: StepCallback, should_stop: StopCheck
+    ) -> tuple[list[Image.Image], int]:
         """Run one pipeline call for jobs sharing a batch key; returns the images and steps run."""
         if self._faults is not None:
             self._faults.check([job.prompt for job in jobs])
@@ -199,6 +189,8 @@ class DiffusionRunner:
             nonlocal steps_run
             steps_run = index + 1
             on_step(steps_run, int(p.num_timesteps))
+            if should_stop():  # raising is the one way out of every family's denoising loop
+                raise GenerationStopped(f"stopped after step {steps_run} of {p.num_timesteps}")
             return {}
 
         kwargs: dict[str, Any] = {
@@ -228,24 +220,5 @@ class DiffusionRunner:
             images = pipe(**kwargs).images
         return list(images), steps_run
 
-    def profile(self, steps: tuple[int, int] = (2, 6), repeats: int = 2) -> Profile:
-        """Fit overhead + per-step cost from timed runs at two step counts, after a warm-up run.
-
-        Each point is the fastest of `repeats` runs: noise from neighbours only ever adds time.
-        """
-
-        def timed(n: int) -> float:
-            started = time.perf_counter()
-            self.generate([probe_job(self.facts, n)], lambda step, total: None)
-            return time.perf_counter() - started
-
-        timed(steps[0])
-        short, long = (min(timed(n) for _ in range(repeats)) for n in steps)
-        if long <= short:  # a neighbour slowed the short runs: no usable slope, so no fixed overhead either
-            return Profile(seconds_per_step=long / steps[1], overhead_seconds=0.0)
-        per_step = (long - short) / (steps[1] - steps[0])
-        return Profile(seconds_per_step=per_step, overhead_seconds=max(short - steps[0] * per_step, 0.0))
-
-    def self_test(self) -> None:
-        """One known-good generation (two steps at the default size); raises if the pipeline is broken."""
-        self.generate([probe_job(self.facts, 2)], lambda step, total: None)
+    def encode(self, image: Image.Image, output_format: ImageFormat) -> bytes:
+        return encode_image(image, output_format)

@@ -7,12 +7,12 @@ import logging
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
-import torch
-
 from modm.logs import configure_logging
 from modm.services.worker import metrics
+from modm.services.worker.emulation import EmulatedRunner
 from modm.services.worker.engine import WorkerEngine
-from modm.services.worker.pipeline import DiffusionRunner
+from modm.services.worker.profile_recording import record_profile
+from modm.services.worker.runner import Runner
 from modm.services.worker.servicer import WorkerServicer
 from modm.services.worker.settings import WorkerSettings
 from modm.serving import ServiceHost
@@ -33,26 +33,20 @@ def pipeline_thread() -> ThreadPoolExecutor:
     return ThreadPoolExecutor(max_workers=1, thread_name_prefix="pipeline")
 
 
-def load_runner(settings: WorkerSettings) -> DiffusionRunner:
-    """Runs on the pipeline thread, so the thread budget applies where every call runs."""
-    if settings.torch_threads is not None:
-        # Workers sharing a host's cores must not each spin one thread per core: on 2 cores
-        # two tiny pipelines ran 3x to 10x slower per step than either alone.
-        torch.set_num_threads(settings.torch_threads)
-    return DiffusionRunner.load(
-        settings.model,
-        device=settings.device,
-        dtype=settings.torch_dtype_name(),
-        default_steps=settings.default_steps,
-        revision=settings.revision,
-        variant=settings.variant,
-        test_faults=settings.test_faults,
-    )
+def load_runner(settings: WorkerSettings) -> Runner:
+    """Runs on the pipeline thread. Only a real device imports torch and diffusers."""
+    if settings.device_profile is not None:
+        return EmulatedRunner.load(
+            settings.device_profile, time_scale=settings.time_scale, default_steps=settings.default_steps
+        )
+    from modm.services.worker.pipeline import load_diffusion_runner
+
+    return load_diffusion_runner(settings)
 
 
 async def serve(
     settings: WorkerSettings,
-    load: Callable[[WorkerSettings], DiffusionRunner] = load_runner,
+    load: Callable[[WorkerSettings], Runner] = load_runner,
     host: ServiceHost | None = None,
 ) -> None:
     """Bind first (health answers NOT_SERVING while the weights load), then serve until SIGTERM.
@@ -80,11 +74,16 @@ async def serve(
                     "overhead_seconds": profile.overhead_seconds,
                 },
             )
+            if settings.profile_out is not None:
+                await asyncio.get_running_loop().run_in_executor(
+                    executor, record_profile, runner, profile, settings, settings.profile_out
+                )
+                log.info("profile recorded", extra={"path": str(settings.profile_out)})
         engine.start()
         servicer.attach(engine)
         await host.set_serving(True)
         metrics.READY.set(1)
-        log.info("serving", extra={"port": host.port, "model": settings.model, "role": settings.role})
+        log.info("serving", extra={"port": host.port, "model": runner.facts.model_id, "role": settings.role})
         try:
             await host.run_until_stopped()
         finally:

@@ -130,4 +130,5 @@ class WorkerServicer(worker_pb2_grpc.WorkerServicer):
             default_guidance_scale=facts.family.default_guidance,
             revision=facts.revision or "",
             variant=facts.variant or "",
+            load_seconds=facts.load_seconds,
         )

@@ -3,18 +3,21 @@
 from __future__ import annotations
 
 import re
-from typing import Literal
+from pathlib import Path
+from typing import Literal, Self
 
-from pydantic import Field, field_validator
+from pydantic import Field, PrivateAttr, field_validator, model_validator
 from pydantic_settings import SettingsConfigDict
 
+from modm.services.worker.device_profile import DeviceProfile, load_profile
 from modm.settings import ServiceSettings
 
 Role = Literal["large", "small"]
 Dtype = Literal["auto", "fp32", "fp16", "bf16"]
 FaultKind = Literal["error", "oom", "break"]  # the test-only hook's faults (tiny/faults.py)
 
-_DEVICE = re.compile(r"^(cpu|cuda|cuda:\d+)$")
+EMULATED = "emulated"
+_DEVICE = re.compile(r"^(cpu|cuda|cuda:\d+|emulated)$")
 # Hub revisions (branch, tag, commit) and weight variants; '@' and '#' separate them in the model id.
 _REVISION = r"^[A-Za-z0-9][A-Za-z0-9._/-]*$"
 _VARIANT = r"^[A-Za-z0-9][A-Za-z0-9_-]*$"
@@ -24,7 +27,7 @@ class WorkerSettings(ServiceSettings):
     model_config = SettingsConfigDict(env_prefix="MODM_WORKER_", extra="forbid")
 
     port: int = Field(50061, ge=0, le=65535)
-    model: str = Field(..., min_length=1, description="Hub id or local directory of a diffusers pipeline.")
+    model: str = Field("", description="Hub id or local directory of a diffusers pipeline (every device but emulated).")
     revision: str | None = Field(
         None, max_length=128, pattern=_REVISION, description="Hub revision to load: a branch, tag or commit hash."
     )
@@ -32,7 +35,18 @@ class WorkerSettings(ServiceSettings):
         None, max_length=32, pattern=_VARIANT, description="Weights variant to load, e.g. fp16 (*.fp16.safetensors)."
     )
     role: Role = "large"
-    device: str = Field("cpu", description="cpu, cuda or cuda:N (ROCm devices are cuda in torch).")
+    device: str = Field(
+        "cpu", description="cpu, cuda or cuda:N (ROCm devices are cuda in torch), or emulated (sleeps by a profile)."
+    )
+    profile: str | None = Field(
+        None, description="Emulated device: a shipped profile's name or a profile file (TOML); it sets the role."
+    )
+    time_scale: float = Field(
+        1.0, gt=0, le=1000, description="Emulated device: multiplies every emulated duration (load, overhead, steps)."
+    )
+    profile_out: Path | None = Field(
+        None, description="Write this worker's measured profile here (TOML) after warm-up, before serving."
+    )
     dtype: Dtype = Field("auto", description="auto = bf16 on GPUs; CPU always runs fp32.")
     max_batch_size: int = Field(4, ge=1, le=64)
     batch_window_ms: float = Field(10.0, ge=0, le=5000)
@@ -60,12 +74,40 @@ class WorkerSettings(ServiceSettings):
         description="Test only, tiny models only: prompt marker -> error, oom or break (tiny/faults.py).",
     )
 
+    _device_profile: DeviceProfile | None = PrivateAttr(None)
+
     @field_validator("device")
     @classmethod
     def _known_device(cls, value: str) -> str:
         if not _DEVICE.match(value):
-            raise ValueError("device must be cpu, cuda or cuda:N")
+            raise ValueError("device must be cpu, cuda, cuda:N or emulated")
         return value
+
+    @model_validator(mode="after")
+    def _a_model_or_a_profile(self) -> Self:
+        """A real device loads a model; the emulated one reads its profile here, once."""
+        if self.profile_out is not None and not self.warmup:
+            raise ValueError("profile_out records the warm-up's timings: it needs warmup")
+        if self.device != EMULATED:
+            if not self.model:
+                raise ValueError("model is required (or device emulated with a profile)")
+            if self.profile is not None or "time_scale" in self.model_fields_set:
+                raise ValueError("profile and time_scale are for the emulated device")
+            return self
+        given = [name for name in ("model", "revision", "variant", "test_faults") if getattr(self, name)]
+        if given:
+            raise ValueError(f"an emulated device serves its profile, not a model: unset {', '.join(given)}")
+        if self.profile is None:
+            raise ValueError("an emulated device needs a profile: a shipped profile's name or a profile file")
+        self._device_profile = load_profile(self.profile)
+        if "role" not in self.model_fields_set:
+            self.role = self._device_profile.role
+        return self
+
+    @property
+    def device_profile(self) -> DeviceProfile | None:
+        """The emulated device's profile; None on a real device."""
+        return self._device_profile
 
     @field_validator("test_faults")
     @classmethod

@@ -20,6 +20,7 @@ from modm.images import ImageFormat
 from modm.services.worker.families import family_for
 from modm.services.worker.jobs import GenerationJob, JobKind
 from modm.services.worker.pipeline import DiffusionRunner
+from modm.services.worker.runner import never_stop
 from modm.services.worker.tiny import DEFAULT_SIZE, TINY_FAMILIES, build_tiny
 from modm.services.worker.tiny.families import FAMILIES
 
@@ -63,7 +64,7 @@ def job(runner: DiffusionRunner, prompt: str, seed: int, steps: int = 2, **chang
 
 
 def run(runner: DiffusionRunner, *jobs: GenerationJob) -> list[Image.Image]:
-    images, _ = runner.generate(list(jobs), lambda step, total: None)
+    images, _ = runner.generate(list(jobs), lambda step, total: None, never_stop)
     return images
 
 
@@ -115,7 +116,7 @@ def test_batch_seeds_and_img2img(runner: DiffusionRunner) -> None:
         )
         for prompt, seed, init in zip(PROMPTS, (3, 4), batch, strict=True)
     ]
-    images, steps_run = runner.generate(refine, lambda step, total: None)
+    images, steps_run = runner.generate(refine, lambda step, total: None, never_stop)
     assert steps_run == planned
     assert [image.size for image in images] == [(DEFAULT_SIZE, DEFAULT_SIZE)] * 2
     swapped = run(runner, dataclasses.replace(refine[0], init_image=batch[1]))

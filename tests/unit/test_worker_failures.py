@@ -15,13 +15,13 @@ from PIL import Image
 
 from modm.errors import OutOfMemory, PipelineError, QueueFull, Unavailable
 from modm.grpc_errors import FailureReason, reason_for
-from modm.images import ImageFormat
+from modm.images import ImageFormat, encode_image
 from modm.params import RawParams
 from modm.services.worker.engine import WorkerEngine
 from modm.services.worker.failures import is_out_of_memory
 from modm.services.worker.families import family_for
 from modm.services.worker.jobs import GenerationJob
-from modm.services.worker.pipeline import PipelineFacts
+from modm.services.worker.runner import PROBE_PROMPT, PipelineFacts
 from modm.services.worker.settings import WorkerSettings
 from modm.services.worker.validation import RawRequest
 
@@ -29,37 +29,41 @@ SIDE = 64
 
 
 class FakeRunner:
-    """Fails a call when `fails(jobs)` says so; records every call's prompts and self-tests."""
+    """Fails a call when `fails(jobs)` says so; records every request call's prompts and counts self-tests."""
 
     def __init__(self, fails: Callable[[Sequence[GenerationJob]], BaseException | None]) -> None:
         self.fails = fails
         self.calls: list[list[str]] = []
         self.self_tests = 0
-        self.self_test_error: Exception | None = None
         self.facts = PipelineFacts(
             model_id="fake",
             revision=None,
             variant=None,
             family=family_for("StableDiffusionPipeline"),
             device="cpu",
+            hardware="cpu",
             dtype="fp32",
             default_width=SIDE,
             default_height=SIDE,
             default_steps=2,
             size_multiple=8,
+            load_seconds=0.0,
         )
 
-    def generate(self, jobs: Sequence[GenerationJob], on_step: Callable[[int, int], None]) -> tuple[list, int]:
-        self.calls.append([job.prompt for job in jobs])
+    def generate(
+        self, jobs: Sequence[GenerationJob], on_step: Callable[[int, int], None], should_stop: Callable[[], bool]
+    ) -> tuple[list, int]:
+        if jobs[0].prompt == PROBE_PROMPT:
+            self.self_tests += 1
+        else:
+            self.calls.append([job.prompt for job in jobs])
         error = self.fails(jobs)
         if error is not None:
             raise error
         return [Image.new("RGB", (job.width, job.height)) for job in jobs], jobs[0].steps
 
-    def self_test(self) -> None:
-        self.self_tests += 1
-        if self.self_test_error is not None:
-            raise self.self_test_error
+    def encode(self, image: Image.Image, output_format: ImageFormat) -> bytes:
+        return encode_image(image, output_format)
 
 
 def poisoned(marker: str = "POISON") -> Callable[[Sequence[GenerationJob]], BaseException | None]:
@@ -174,7 +178,6 @@ async def test_a_worker_that_fails_its_self_test_reports_broken_and_refuses_work
     make_worker: Callable[..., Worker],
 ) -> None:
     runner = FakeRunner(lambda jobs: RuntimeError("CUDA error: an illegal memory access was encountered"))
-    runner.self_test_error = RuntimeError("CUDA error: an illegal memory access was encountered")
     worker = make_worker(runner, batch_window_ms=0)
     for i in range(3):
         assert isinstance(await worker.generate(f"cat {i}"), PipelineError)

@@ -6,22 +6,22 @@ from types import SimpleNamespace
 
 import pytest
 
-from modm.services.worker import pipeline
+from modm.services.worker import runner as runner_module
 from modm.services.worker.families import family_for
-from modm.services.worker.pipeline import DiffusionRunner, Profile
+from modm.services.worker.runner import Profile, measure_profile
 
 
 def fitted(durations: dict[int, list[float]], monkeypatch: pytest.MonkeyPatch) -> Profile:
     """Profile a runner whose runs of n steps take the next of `durations[n]` seconds."""
     clock = [0.0]
-    monkeypatch.setattr(pipeline.time, "perf_counter", lambda: clock[0])
+    monkeypatch.setattr(runner_module.time, "perf_counter", lambda: clock[0])
 
-    def generate(jobs: list[object], on_step: object) -> None:
+    def generate(jobs: list[object], on_step: object, should_stop: object) -> None:
         clock[0] += durations[jobs[0].steps].pop(0)  # type: ignore[attr-defined]
 
     facts = SimpleNamespace(default_width=64, default_height=64, family=family_for("StableDiffusionXLPipeline"))
     runner = SimpleNamespace(facts=facts, generate=generate)
-    return DiffusionRunner.profile(runner)  # type: ignore[arg-type]
+    return measure_profile(runner)  # type: ignore[arg-type]
 
 
 def test_the_fastest_runs_give_overhead_and_slope(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 import torch
 
-from modm.services.worker import server
+from modm.services.worker import pipeline, server
 from modm.services.worker.settings import WorkerSettings
 
 
@@ -20,7 +20,7 @@ def restore_threads() -> Any:
 
 def test_torch_threads_is_set_before_the_pipeline_loads(monkeypatch: pytest.MonkeyPatch, restore_threads: Any) -> None:
     seen: list[int] = []
-    monkeypatch.setattr(server.DiffusionRunner, "load", lambda *a, **k: seen.append(torch.get_num_threads()))
+    monkeypatch.setattr(pipeline.DiffusionRunner, "load", lambda *a, **k: seen.append(torch.get_num_threads()))
     target = 1 if torch.get_num_threads() > 1 else 2
     server.load_runner(WorkerSettings(model="m", torch_threads=target))
     assert seen == [target]
@@ -28,7 +28,7 @@ def test_torch_threads_is_set_before_the_pipeline_loads(monkeypatch: pytest.Monk
 
 def test_no_budget_leaves_torch_alone(monkeypatch: pytest.MonkeyPatch, restore_threads: Any) -> None:
     before = torch.get_num_threads()
-    monkeypatch.setattr(server.DiffusionRunner, "load", lambda *a, **k: None)
+    monkeypatch.setattr(pipeline.DiffusionRunner, "load", lambda *a, **k: None)
     server.load_runner(WorkerSettings(model="m"))
     assert torch.get_num_threads() == before
 
