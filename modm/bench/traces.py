@@ -3,7 +3,9 @@
 A trace line is `{"t": seconds since the start, "prompt": "...", "tenant": "...", "params":
 {...}}`; `tenant` and `params` (GenerationParams fields: negative_prompt, width, height, steps,
 guidance_scale, seed) are optional. Lines may carry more keys (the generator writes `topic`
-and `kind`), kept in `extra` and ignored by the replay.
+and `kind`), kept in `extra` and ignored by the replay. A JSONL trace may start with a header
+line `{"meta": {...}}` saying how it was built (Parquet keeps it in the schema's metadata), so a
+trace file tells its source and knobs without a side file.
 
 `generate_trace` makes a synthetic trace with the structure that makes caching work in real
 logs (MoDM, DiffusionDB): topics that recur, paraphrases of them, exact repeats, and drift of
@@ -22,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 PARAM_KEYS = frozenset({"negative_prompt", "width", "height", "steps", "guidance_scale", "seed"})
+META_KEY = "meta"  # the key of a JSONL trace's header line
 
 
 @dataclass(frozen=True)
@@ -63,10 +66,7 @@ class TraceRequest:
 
 def read_trace(path: Path) -> list[TraceRequest]:
     """A `.jsonl` or `.parquet` trace, sorted by time."""
-    if path.suffix == ".parquet":
-        rows = _parquet_rows(path)
-    else:
-        rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    rows = _parquet_rows(path) if path.suffix == ".parquet" else _jsonl_rows(path)[1]
     requests = []
     for number, row in enumerate(rows, 1):
         try:
@@ -76,8 +76,18 @@ def read_trace(path: Path) -> list[TraceRequest]:
     return sorted(requests, key=lambda r: r.t)
 
 
-def write_trace(requests: Iterable[TraceRequest], path: Path) -> Path:
-    """JSONL, or Parquet for a `.parquet` path (a column per key; params as JSON text)."""
+def read_trace_meta(path: Path) -> dict[str, Any] | None:
+    """The header a builder wrote with the trace, if any."""
+    if path.suffix == ".parquet":
+        _, pq = _pyarrow()
+        raw = (pq.read_schema(path).metadata or {}).get(META_KEY.encode())
+        return json.loads(raw) if raw else None
+    return _jsonl_rows(path)[0]
+
+
+def write_trace(requests: Iterable[TraceRequest], path: Path, *, meta: dict[str, Any] | None = None) -> Path:
+    """JSONL, or Parquet for a `.parquet` path (a column per key; params as JSON text); `meta`
+    becomes the header."""
     rows = [r.to_dict() for r in requests]
     path.parent.mkdir(parents=True, exist_ok=True)
     if path.suffix == ".parquet":
@@ -86,10 +96,22 @@ def write_trace(requests: Iterable[TraceRequest], path: Path) -> Path:
             if "params" in row:
                 row["params"] = json.dumps(row["params"])
         columns = list(dict.fromkeys(key for row in rows for key in row))
-        pq.write_table(pa.table({key: [row.get(key) for row in rows] for key in columns}), path)
+        table = pa.table({key: [row.get(key) for row in rows] for key in columns})
+        if meta is not None:
+            table = table.replace_schema_metadata({META_KEY: json.dumps(meta)})
+        pq.write_table(table, path)
     else:
-        path.write_text("".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows))
+        lines = ([{META_KEY: meta}] if meta is not None else []) + rows
+        path.write_text("".join(json.dumps(line, ensure_ascii=False) + "\n" for line in lines))
     return path
+
+
+def _jsonl_rows(path: Path) -> tuple[dict[str, Any] | None, list[dict[str, Any]]]:
+    """(the header, the request lines)."""
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    if rows and set(rows[0]) == {META_KEY}:
+        return rows[0][META_KEY], rows[1:]
+    return None, rows
 
 
 def _pyarrow() -> tuple[Any, Any]:

@@ -15,6 +15,7 @@ from modm.bench.traces import (
     generate_trace,
     import_diffusiondb,
     read_trace,
+    read_trace_meta,
     trace_shares,
     write_trace,
 )
@@ -92,6 +93,15 @@ def test_file_round_trip(tmp_path: Path, suffix: str) -> None:
     ]
     path = write_trace(trace, tmp_path / f"trace{suffix}")
     assert read_trace(path) == trace
+
+
+@pytest.mark.parametrize("suffix", [".jsonl", ".parquet"])
+def test_a_header_travels_with_the_trace_and_is_no_request(tmp_path: Path, suffix: str) -> None:
+    trace = [TraceRequest(0.0, "a fox", params={"steps": 30}), TraceRequest(2.0, "a fox, 8 k")]
+    meta = {"builder": "prompts", "timing": {"rate": 1.0}}
+    path = write_trace(trace, tmp_path / f"trace{suffix}", meta=meta)
+    assert read_trace(path) == trace and read_trace_meta(path) == meta
+    assert read_trace_meta(write_trace(trace, tmp_path / f"bare{suffix}")) is None
 
 
 def test_reading_sorts_by_time_and_names_bad_lines(tmp_path: Path) -> None:
