@@ -58,15 +58,22 @@ class Conflict(FailedPrecondition):
 
 
 def api_client(settings: MonitorSettings) -> client.ApiClient:
-    """The settings' kubeconfig, else in-cluster (service account), else the default kubeconfig."""
+    """The settings' kubeconfig, else in-cluster (service account), else the default kubeconfig.
+    urllib3's own retries are off: they would repeat a timed-out request unseen (each attempt
+    waiting its full timeout) under `Caller`'s, which back off and log. The user agent names the
+    replica, so the API server's audit log tells the replicas' requests apart."""
+    configuration = client.Configuration()
+    configuration.retries = 0
     if settings.kubeconfig:
-        return config.new_client_from_config(config_file=settings.kubeconfig)
-    try:
-        configuration = client.Configuration()
-        config.load_incluster_config(client_configuration=configuration)
-        return client.ApiClient(configuration)
-    except config.ConfigException:
-        return config.new_client_from_config()
+        config.load_kube_config(config_file=settings.kubeconfig, client_configuration=configuration)
+    else:
+        try:
+            config.load_incluster_config(client_configuration=configuration)
+        except config.ConfigException:
+            config.load_kube_config(client_configuration=configuration)
+    api = client.ApiClient(configuration)
+    api.user_agent = f"{settings.field_manager}/{settings.identity}"
+    return api
 
 
 def micro_time(moment: datetime) -> str:
@@ -90,7 +97,8 @@ class Caller:
         attempt = 0
         while True:
             try:
-                return fn(*args, _request_timeout=self.settings.request_timeout_seconds, **kwargs)
+                timeout = self.settings.request_timeout_seconds  # (connect, read): a lone float is ignored
+                return fn(*args, _request_timeout=(timeout, timeout), **kwargs)
             except (ApiException, HTTPError) as error:
                 status = getattr(error, "status", None)
                 if status == 404:
