@@ -1,4 +1,6 @@
-"""Batching, admission, bad input, readiness and draining of a real worker on a tiny pipeline."""
+"""Batching, admission, bad input, readiness, draining and stopping of a real worker process,
+on a tiny pipeline and on the emulated device (tests/worker_kinds.py): what does not look at
+pixels runs on both."""
 
 from __future__ import annotations
 
@@ -20,16 +22,15 @@ from PIL import Image
 
 from modm.grpc_errors import MODM_REASON_KEY, RETRY_AFTER_KEY
 from modm.launch import ServiceProcess, free_port, health_status
-from modm.services.worker.pipeline import DiffusionRunner
+from modm.services.worker.runner import Runner
 from modm.services.worker.server import SERVICE_NAME, load_runner, serve
 from modm.services.worker.settings import WorkerSettings
 from modm.serving import ServiceHost
 from modm.v1 import common_pb2, worker_pb2, worker_pb2_grpc
-from tests.procs import start_worker
+from tests.worker_kinds import FAMILY, KINDS, settings_of, start_worker_of
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
-FAMILY = "sd"  # the cheapest tiny family; nothing here depends on the family
 TIMEOUT = 120
 
 
@@ -43,11 +44,14 @@ def code_and_details(call: Callable[[], object]) -> tuple[grpc.StatusCode, str]:
     return info.value.code(), info.value.details()
 
 
-@pytest.fixture(scope="module")
-def batching_worker(tiny_model: Callable[[str], Path], log_dir: Path) -> Iterator[tuple[ServiceProcess, int]]:
+@pytest.fixture(scope="module", params=KINDS)
+def batching_worker(
+    request: pytest.FixtureRequest, tiny_model: Callable[[str], Path], log_dir: Path
+) -> Iterator[tuple[ServiceProcess, int]]:
     metrics_port = free_port()
-    worker = start_worker(
-        tiny_model(FAMILY),
+    worker = start_worker_of(
+        request.param,
+        tiny_model,
         log_dir,
         max_batch_size=4,
         batch_window_ms=300,
@@ -72,23 +76,36 @@ def scrape(port: int, name: str) -> float:
     )
 
 
+def concurrent_cats(stub: worker_pb2_grpc.WorkerStub) -> list[worker_pb2.GeneratedImage]:
+    with ThreadPoolExecutor(8) as pool:
+        return list(
+            pool.map(lambda i: stub.TextToImage(t2i(prompt=f"cat {i}", seed=i, steps=2), timeout=TIMEOUT), range(8))
+        )
+
+
 def test_concurrent_requests_share_pipeline_calls(batching_worker: tuple[ServiceProcess, int]) -> None:
     worker, metrics_port = batching_worker
     stub = worker_pb2_grpc.WorkerStub(grpc.insecure_channel(worker.address))
     batches_before = scrape(metrics_port, "modm_worker_batch_size_count")
-    with ThreadPoolExecutor(8) as pool:
-        results = list(
-            pool.map(lambda i: stub.TextToImage(t2i(prompt=f"cat {i}", seed=i, steps=2), timeout=TIMEOUT), range(8))
-        )
+    requests_before = scrape(metrics_port, 'modm_worker_requests_total{kind="text_to_image",outcome="OK"}')
+    results = concurrent_cats(stub)
     batches = scrape(metrics_port, "modm_worker_batch_size_count") - batches_before
-    assert len({r.image for r in results}) == 8
+    assert sorted(r.seed for r in results) == list(range(8))
     assert max(r.batch_size for r in results) > 1
     assert batches < 8, f"8 concurrent requests ran as {batches} pipeline calls"
-    # A batched image equals the same request served alone: batching never changes results.
-    alone = stub.TextToImage(t2i(prompt="cat 3", seed=3, steps=2), timeout=TIMEOUT)
+    assert scrape(metrics_port, 'modm_worker_requests_total{kind="text_to_image",outcome="OK"}') == requests_before + 8
+
+
+@pytest.mark.parametrize("batching_worker", ["tiny"], indirect=True)
+def test_a_batched_image_equals_the_same_request_alone(batching_worker: tuple[ServiceProcess, int]) -> None:
+    worker, _ = batching_worker
+    stub = worker_pb2_grpc.WorkerStub(grpc.insecure_channel(worker.address))
+    results = concurrent_cats(stub)
+    assert len({r.image for r in results}) == 8
+    batched = max(results, key=lambda r: r.batch_size)
+    assert batched.batch_size > 1
+    alone = stub.TextToImage(t2i(prompt=f"cat {batched.seed}", seed=batched.seed, steps=2), timeout=TIMEOUT)
     assert alone.batch_size == 1
-    assert scrape(metrics_port, 'modm_worker_requests_total{kind="text_to_image",outcome="OK"}') >= 9
-    batched = next(r for r in results if r.seed == 3)
     assert _pixels_close(batched.image, alone.image)
 
 
@@ -164,11 +181,12 @@ def test_oversized_message_is_refused_and_the_worker_lives(
     assert stub.Info(worker_pb2.InfoRequest(), timeout=10).family == FAMILY
 
 
+@pytest.mark.parametrize("kind", KINDS)
 def test_full_queue_answers_resource_exhausted_with_retry_hint(
-    tiny_model: Callable[[str], Path], log_dir: Path
+    kind: str, tiny_model: Callable[[str], Path], log_dir: Path
 ) -> None:
-    worker = start_worker(
-        tiny_model(FAMILY), log_dir, max_batch_size=1, batch_window_ms=0, max_queue=1, log_format="text"
+    worker = start_worker_of(
+        kind, tiny_model, log_dir, max_batch_size=1, batch_window_ms=0, max_queue=1, log_format="text"
     )
     try:
         worker.wait_serving()
@@ -191,10 +209,13 @@ def test_full_queue_answers_resource_exhausted_with_retry_hint(
         assert worker.stop() == 0, worker.log_tail()
 
 
-def test_sigterm_drains_in_flight_requests(tiny_model: Callable[[str], Path], log_dir: Path) -> None:
-    worker = start_worker(
-        tiny_model(FAMILY),
+@pytest.mark.parametrize("kind", KINDS)
+def test_sigterm_drains_in_flight_requests(kind: str, tiny_model: Callable[[str], Path], log_dir: Path) -> None:
+    worker = start_worker_of(
+        kind,
+        tiny_model,
         log_dir,
+        emulated_time_scale=1.0,  # 60 steps sleep 2.1 s: both requests outlast the drain delay
         max_batch_size=1,
         batch_window_ms=0,
         grace_seconds=60,
@@ -219,11 +240,12 @@ def test_sigterm_drains_in_flight_requests(tiny_model: Callable[[str], Path], lo
     assert worker.proc.wait(60) == 0, worker.log_tail()
 
 
-async def test_not_serving_and_unavailable_until_loaded(tiny_model: Callable[[str], Path]) -> None:
-    settings = WorkerSettings(model=str(tiny_model(FAMILY)), port=free_port(), log_format="text")
+@pytest.mark.parametrize("kind", KINDS)
+async def test_not_serving_and_unavailable_until_loaded(kind: str, tiny_model: Callable[[str], Path]) -> None:
+    settings = settings_of(kind, tiny_model, port=free_port(), log_format="text")
     release = threading.Event()
 
-    def held_load(s: WorkerSettings) -> DiffusionRunner:
+    def held_load(s: WorkerSettings) -> Runner:
         release.wait(60)
         return load_runner(s)
 
@@ -249,9 +271,41 @@ async def test_not_serving_and_unavailable_until_loaded(tiny_model: Callable[[st
             if (await health.Check(request, timeout=2)).status == health_pb2.HealthCheckResponse.SERVING:
                 break
             await asyncio.sleep(0.1)
-        assert (await stub.Info(worker_pb2.InfoRequest(), timeout=5)).seconds_per_step > 0
+        info = await stub.Info(worker_pb2.InfoRequest(), timeout=5)
+        assert info.seconds_per_step > 0 and info.load_seconds > 0
     host.request_stop()
     await asyncio.wait_for(server, 60)
+
+
+def test_a_cancelled_stream_stops_its_call_at_the_next_step(batching_worker: tuple[ServiceProcess, int]) -> None:
+    worker, metrics_port = batching_worker
+    stub = worker_pb2_grpc.WorkerStub(grpc.insecure_channel(worker.address))
+    stopped_before = scrape(metrics_port, "modm_worker_stopped_calls_total")
+    stream = stub.TextToImageStream(t2i(prompt="a long walk", seed=1, steps=150), timeout=TIMEOUT)
+    while not next(stream).HasField("step"):
+        pass
+    stream.cancel()
+    # One call at a time: once the next request is answered, the cancelled call has ended.
+    assert stub.TextToImage(t2i(prompt="next", steps=1), timeout=TIMEOUT).steps_run == 1
+    assert scrape(metrics_port, "modm_worker_stopped_calls_total") == stopped_before + 1
+
+
+def test_a_deadline_stops_a_sleeping_call(tiny_model: Callable[[str], Path], log_dir: Path) -> None:
+    metrics_port = free_port()
+    # Unscaled SD1.5 on an A100: 150 steps sleep 5.3 s, far past the 1 s deadline.
+    worker = start_worker_of(
+        "emulated", tiny_model, log_dir, emulated_time_scale=1.0, batch_window_ms=0, metrics_port=metrics_port
+    )
+    try:
+        worker.wait_serving()
+        stub = worker_pb2_grpc.WorkerStub(grpc.insecure_channel(worker.address))
+        code, _ = code_and_details(lambda: stub.TextToImage(t2i(prompt="too slow", steps=150), timeout=1))
+        assert code == grpc.StatusCode.DEADLINE_EXCEEDED
+        assert stub.TextToImage(t2i(prompt="next", steps=1), timeout=TIMEOUT).steps_run == 1
+        assert scrape(metrics_port, "modm_worker_stopped_calls_total") == 1
+        assert scrape(metrics_port, 'modm_worker_requests_total{kind="text_to_image",outcome="Cancelled"}') == 1
+    finally:
+        assert worker.stop() == 0, worker.log_tail()
 
 
 def test_output_formats_and_reflection(batching_worker: tuple[ServiceProcess, int]) -> None:
