@@ -36,13 +36,15 @@ FOR_THE_MONITOR = {
 
 
 @contextmanager
-def namespace(cluster: Cluster) -> Iterator[str]:
+def namespace(cluster: Cluster, create: bool = True) -> Iterator[str]:
+    """A fresh namespace's name (created unless the test creates it), deleted at the end."""
     name = f"mon-{uuid.uuid4().hex[:8]}"
-    cluster.kubectl("create", "namespace", name)
+    if create:
+        cluster.kubectl("create", "namespace", name)
     try:
         yield name
     finally:
-        cluster.kubectl("delete", "namespace", name, "--wait=false")
+        cluster.kubectl("delete", "namespace", name, "--wait=false", "--ignore-not-found")
 
 
 def install_for_monitor(cluster: Cluster, helm: Path, ns: str, *values: str) -> list[dict]:

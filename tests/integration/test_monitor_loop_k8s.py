@@ -36,8 +36,8 @@ from tests.k8s_cluster import K8S_BUILD_TIMEOUT
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(K8S_BUILD_TIMEOUT)]
 
 
-def high_hit_rate_stats() -> router_pb2.RouterStats:
-    """20 requests/min, 95% hits skipping 30-40 of 50 steps, a queue on the one small worker."""
+def canned_stats(hit_rate: float) -> router_pb2.RouterStats:
+    """20 requests/min, hits skipping 30-40 of 50 steps, a queue on the one small worker."""
     workers = [
         router_pb2.WorkerStats(address=f"large-{i}:50061", pool="large", healthy=True, profiled_seconds_per_step=1.83)
         for i in range(3)
@@ -49,10 +49,10 @@ def high_hit_rate_stats() -> router_pb2.RouterStats:
         window_seconds=180.0,
         requests=60,
         request_rate_per_min=20.0,
-        hit_rate=0.95,
+        hit_rate=hit_rate,
         k_distribution={30: 0.5, 40: 0.5},
         kappa=0.3,
-        outcomes={"hit": 57, "miss": 3},
+        outcomes={"hit": round(60 * hit_rate), "miss": 60 - round(60 * hit_rate)},
         pools=[
             router_pb2.PoolStats(pool="large", workers=3, queue_depth=0, in_flight=3, capacity=3),
             router_pb2.PoolStats(pool="small", workers=1, queue_depth=10, in_flight=1, capacity=1),
@@ -63,19 +63,21 @@ def high_hit_rate_stats() -> router_pb2.RouterStats:
 
 
 class CannedRouter(router_pb2_grpc.RouterServicer):
-    def __init__(self) -> None:
+    def __init__(self, hit_rate: float) -> None:
+        self.hit_rate = hit_rate
         self.calls = 0
 
     def Stats(self, request: router_pb2.RouterStatsRequest, context: grpc.ServicerContext) -> router_pb2.RouterStats:
         self.calls += 1
-        return high_hit_rate_stats()
+        return canned_stats(self.hit_rate)
 
 
 @pytest.fixture
-def router() -> Iterator[tuple[str, CannedRouter]]:
-    """On threads of its own, so it answers while a test blocks (on a monitor process, kubectl)."""
+def router(request: pytest.FixtureRequest) -> Iterator[tuple[str, CannedRouter]]:
+    """On threads of its own, so it answers while a test blocks (on a monitor process, kubectl).
+    Its hit rate is 0.95 unless the test sets another (`indirect` parametrization)."""
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
-    servicer = CannedRouter()
+    servicer = CannedRouter(getattr(request, "param", 0.95))
     router_pb2_grpc.add_RouterServicer_to_server(servicer, server)
     port = server.add_insecure_port("127.0.0.1:0")
     server.start()
