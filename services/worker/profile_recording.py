@@ -51,8 +51,8 @@ def record_profile(runner: Runner, warm: Profile, settings: WorkerSettings, path
         recorded=recorded,
     )
     comment = (
-        f"Recorded by `modm worker --profile-out` on {recorded}: {facts.model_id} on {facts.hardware} "
-        f"({facts.device}).\nSeconds per step and overhead: the warm-up's fit at the default size, batch 1; "
+        f"Recorded by `modm worker --profile-out` on {recorded}: {facts.model_id} on {facts.hardware}."
+        f"\nSeconds per step and overhead: the warm-up's fit at the default size, batch 1; "
         f"batch: calls of {BATCH_PROBE_STEPS} steps\nrelative to one image; load_seconds: measured."
     )
     path.write_text(profile.to_toml(comment))
