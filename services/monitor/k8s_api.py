@@ -53,6 +53,10 @@ class ObjectMissing(NotFound):
     """A Deployment (or Lease) the settings name does not exist."""
 
 
+class NotLeader(FailedPrecondition):
+    """This replica no longer holds the Lease, so it must not write: another one may be acting."""
+
+
 class Conflict(FailedPrecondition):
     """409: the object changed since it was read; re-read and try again."""
 

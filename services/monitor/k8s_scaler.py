@@ -4,8 +4,9 @@ An operator that shares the cluster with people: it writes what it did and why o
 Deployment (annotations `modm.io/target-replicas`, `modm.io/reason`, `modm.io/decided-at`) and as
 core/v1 Events, so `kubectl describe deploy` explains every change. It never fights a human: the
 target annotation records the replicas it last set, so live replicas that differ mean someone
-scaled by hand; it records that, adopts their value and leaves the Deployment alone for
-`manual_hold_seconds`. `modm.io/paused: "true"` stops it from touching a Deployment at all.
+scaled by hand (unless the Deployment's managedFields say the monitor wrote them: its own scale
+whose annotation was lost); it records that, adopts their value and leaves the Deployment alone
+for `manual_hold_seconds`. `modm.io/paused: "true"` stops it from touching a Deployment at all.
 
 A move between the pools shrinks first and grows only once the shrunk pool's pods are gone: on
 a cluster whose GPUs are all in use, a pod of the growing pool started earlier would wait Pending
@@ -21,7 +22,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Literal
+from typing import Literal, TypeVar
 
 from kubernetes import client
 
@@ -29,6 +30,7 @@ from modm.services.monitor.k8s_api import (
     Caller,
     KubernetesRejected,
     KubernetesUnavailable,
+    NotLeader,
     RbacRule,
     micro_time,
     on_conflict,
@@ -61,6 +63,7 @@ REQUIRED_RBAC: tuple[RbacRule, ...] = (
 GONE_MARGIN_SECONDS = 15.0
 DEFAULT_GRACE_SECONDS = 30  # Kubernetes' default terminationGracePeriodSeconds
 
+T = TypeVar("T")
 Pool = Literal["large", "small"]
 Action = Literal["scaled", "unchanged", "paused", "manual", "held"]
 HELD_BACK: frozenset[Action] = frozenset({"paused", "manual", "held"})  # the monitor may not move these
@@ -111,12 +114,23 @@ class KubernetesScaler:
         *,
         caller: Caller | None = None,
         now: Callable[[], datetime] = lambda: datetime.now(UTC),
+        leading: Callable[[], bool] = lambda: True,
     ) -> None:
+        """`leading` says whether this replica still holds the Lease; it is asked before every write."""
         self._settings = settings
         self._apps = client.AppsV1Api(api)
         self._core = client.CoreV1Api(api)
         self._call = caller or Caller(settings)
         self._now = now
+        self._leading = leading
+
+    def _write(self, what: str, fn: Callable[..., T], *args: object, **kwargs: object) -> T:
+        """A write, sent only while this replica still holds the Lease: a round can outlast the
+        leadership it began with (it may wait for a shrunk pool's pods to stop, or stall), and
+        another replica may be acting by then."""
+        if not self._leading():
+            raise NotLeader(f"{what}: this replica no longer holds the Lease")
+        return self._call(what, fn, *args, **kwargs)
 
     def _deployments(self) -> tuple[tuple[Pool, str], tuple[Pool, str]]:
         return ("large", self._settings.large_deployment), ("small", self._settings.small_deployment)
@@ -192,15 +206,20 @@ class KubernetesScaler:
         if manual_at and self._now() - datetime.fromisoformat(manual_at.replace("Z", "+00:00")) < hold:
             return PoolOutcome(pool, name, "held", live.replicas, target)
         last_set = live.annotations.get(TARGET)
-        if last_set is not None and last_set != str(live.replicas):
+        unrecorded = last_set is not None and last_set != str(live.replicas)
+        if unrecorded and self._written_by_another(live):
             self._adopt_manual(live, int(last_set))
             return PoolOutcome(pool, name, "manual", live.replicas, target)
+        if unrecorded:
+            log.warning("%s: recording the monitor's own scale to %d, whose record was lost", name, live.replicas)
         if live.replicas == target:
             if last_set is None:  # first contact: record a baseline to tell later hand scales apart
                 self._annotate(name, live.resource_version, target, "adopted the current replicas")
+            elif unrecorded:
+                self._annotate(name, live.resource_version, target, f"{reason} (recorded after the scale)")
             return outcome
         ns = self._settings.namespace
-        scale = self._call(
+        scale = self._write(
             f"patch {ns}/{name}/scale",
             self._apps.patch_namespaced_deployment_scale,
             name,
@@ -214,6 +233,16 @@ class KubernetesScaler:
         self._event(live.deployment, "Rescaled", message)
         return PoolOutcome(pool, name, "scaled", scale.spec.replicas, target)
 
+    def _written_by_another(self, live: _Live) -> bool:
+        """Whether someone else (a person's `kubectl scale`, helm) wrote the replicas last, by the
+        Deployment's managedFields: a write moves a field to its writer's field manager. The
+        monitor's own scale whose annotation never landed (the API server went away in
+        between) is not a hand scale. A server that keeps no managedFields counts as someone else."""
+        for entry in live.deployment.metadata.managed_fields or []:
+            if "f:replicas" in ((entry.fields_v1 or {}).get("f:spec") or {}):
+                return entry.manager != self._settings.field_manager
+        return True
+
     def _annotate_if_still(self, name: str, target: int, reason: str) -> None:
         """Records the target unless someone moved the replicas since the scale write: then the
         next round finds live != recorded and treats it as a hand scale."""
@@ -225,7 +254,7 @@ class KubernetesScaler:
         annotations = {TARGET: str(replicas), REASON: reason, DECIDED_AT: micro_time(self._now()), MANUAL_AT: None}
         annotations.update(extra)
         ns = self._settings.namespace
-        self._call(
+        self._write(
             f"annotate deployment {ns}/{name}",
             self._apps.patch_namespaced_deployment,
             name,
@@ -270,6 +299,6 @@ class KubernetesScaler:
             "count": 1,
         }
         try:
-            self._call(f"create event for {meta.name}", self._core.create_namespaced_event, meta.namespace, body)
-        except (KubernetesRejected, KubernetesUnavailable) as error:
+            self._write(f"create event for {meta.name}", self._core.create_namespaced_event, meta.namespace, body)
+        except (KubernetesRejected, KubernetesUnavailable, NotLeader) as error:
             log.warning("could not record event %s on %s: %s", reason, meta.name, error)

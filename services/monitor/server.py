@@ -29,8 +29,8 @@ async def serve(settings: MonitorSettings, host: ServiceHost | None = None) -> M
         raise ValueError("a monitor process scales Deployments (scaler=kubernetes); scaler=local runs inside modm up")
     host = host or ServiceHost(settings, [])
     api = api_client(settings)
-    scaler = KubernetesScaler(settings, api)
     elector = LeaseElector(settings, api)
+    scaler = KubernetesScaler(settings, api, leading=lambda: elector.is_leader)
     reader = StatsClient(
         settings.routers,
         timeout_s=settings.stats_timeout_s,
