@@ -71,6 +71,7 @@ class EmulatedRunner:
         *,
         time_scale: float = 1.0,
         default_steps: int | None = None,
+        clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
     ) -> EmulatedRunner:
         """Pay the profile's load time (times `time_scale`, like every emulated duration)."""
@@ -90,7 +91,7 @@ class EmulatedRunner:
             size_multiple=profile.size_multiple,
             load_seconds=scaled.load_seconds,
         )
-        return cls(scaled, facts, sleep=sleep)
+        return cls(scaled, facts, clock, sleep)
 
     def generate(
         self, jobs: Sequence[GenerationJob], on_step: StepCallback, should_stop: StopCheck
