@@ -231,7 +231,7 @@ class KubernetesScaler:
         message = f"scaled from {live.replicas} to {target} replicas: {reason}"
         log.info("%s %s", name, message)
         self._event(live.deployment, "Rescaled", message)
-        return PoolOutcome(pool, name, "scaled", scale.spec.replicas, target)
+        return PoolOutcome(pool, name, "scaled", scale.spec.replicas or 0, target)  # 0 is left out of the reply
 
     def _written_by_another(self, live: _Live) -> bool:
         """Whether someone else (a person's `kubectl scale`, helm) wrote the replicas last, by the

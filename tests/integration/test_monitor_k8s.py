@@ -162,6 +162,9 @@ def test_scales_both_deployments_and_explains_why(cluster: Cluster, ns: str, sca
     assert (again.large.action, again.small.action) == ("unchanged", "unchanged")
     assert len(events(cluster, ns, "Rescaled")) == 2  # no Event when nothing changed
 
+    emptied = scaler.apply(decide(4, 0, "no hits"))  # the server leaves replicas: 0 out of its reply
+    assert emptied.allocation == Allocation(4, 0) == scaler.current()
+
 
 def test_a_manual_scale_is_noticed_recorded_and_respected(
     cluster: Cluster, ns: str, scaler: KubernetesScaler, kubeconfig: Path
