@@ -35,7 +35,7 @@ def draw(out: Path, runs: Mapping[str, Run], report: dict[str, Any]) -> list[Pat
         latencies = sorted(r.latency_s for r in run.records if r.ok)
         if latencies:
             axis.step(latencies, [(i + 1) / len(latencies) for i in range(len(latencies))], where="post", label=mode)
-    slo = next(iter(report["runs"].values()), {}).get("slo_s")
+    slo = next(iter(report["runs"]), {}).get("slo_s")
     if slo:
         axis.axvline(slo, color="grey", linestyle="--", label=f"SLO {slo} s")
     axis.set_xscale("log")
@@ -99,8 +99,7 @@ def draw(out: Path, runs: Mapping[str, Run], report: dict[str, Any]) -> list[Pat
     save(figure, "allocation.png", "Allocation and load over time (router Stats)")
 
     figure, axes = plt.subplots(1, 2, figsize=(10, 4.5))
-    names = list(report["runs"])
-    axes[0].bar(names, [report["runs"][m]["throughput_rps"] or 0 for m in names])
+    axes[0].bar([s["id"] for s in report["runs"]], [s["throughput_rps"] or 0 for s in report["runs"]])
     axes[0].set_ylabel("throughput (requests/s)")
     for mode, run in runs.items():
         done = sorted(r.done_s for r in run.records if r.ok)

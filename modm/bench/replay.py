@@ -1,5 +1,7 @@
-"""Open-loop replay: each request is sent at its scheduled time whether or not earlier ones have
-finished (as real users do), and the router's Stats is sampled alongside.
+"""Replay: open loop, each request sent at its scheduled time whether or not earlier ones have
+finished (as real users do), or closed loop, C clients each sending the trace's next request as
+soon as its last one is answered (the stack's saturation throughput, whatever the offered load).
+The router's Stats is sampled alongside.
 
 The client measures latency; the router's reply says how each request was served. Errors are
 recorded, not raised: an overloaded baseline refusing requests is a result.
@@ -27,22 +29,26 @@ class ReplayOptions:
     stats_interval_s: float = 5.0
     images_dir: Path | None = None  # keep every image here (for eval)
     token: str | None = None
+    concurrency: int = 0  # > 0: a closed loop of this many clients (no schedule)
 
 
 async def replay(
     endpoint: str,
     requests: Sequence[TraceRequest],
-    send_at: Sequence[float],
+    send_at: Sequence[float] | None,
     options: ReplayOptions,
     *,
     trace_name: str = "",
     timing: dict[str, Any] | None = None,
     on_done: Callable[[RequestRecord], None] | None = None,
 ) -> Run:
-    """Send every request at `send_at[i]` seconds after the start; return what happened."""
+    """Send every request at `send_at[i]` seconds after the start, or in a closed loop when
+    `options.concurrency` is set (and `send_at` None); return what happened."""
     from modm.client import AsyncClient
 
-    if len(send_at) != len(requests):
+    if (send_at is None) != (options.concurrency > 0):
+        raise ValueError("a schedule for an open loop, or a concurrency for a closed one")
+    if send_at is not None and len(send_at) != len(requests):
         raise ValueError("one send time per request")
     if options.images_dir is not None:
         options.images_dir.mkdir(parents=True, exist_ok=True)
@@ -52,11 +58,14 @@ async def replay(
         start = time.monotonic()
         sampler = asyncio.create_task(_sample(client, start, options.stats_interval_s, samples))
         try:
-            tasks = [
-                asyncio.create_task(_one(client, i, request, at, start, options, on_done))
-                for i, (request, at) in enumerate(zip(requests, send_at, strict=True))
-            ]
-            records = list(await asyncio.gather(*tasks))
+            if send_at is None:
+                records = await _closed_loop(client, requests, start, options, on_done)
+            else:
+                tasks = [
+                    asyncio.create_task(_one(client, i, request, at, start, options, on_done))
+                    for i, (request, at) in enumerate(zip(requests, send_at, strict=True))
+                ]
+                records = list(await asyncio.gather(*tasks))
             if options.images_dir is not None:  # the layout `modm eval clip` reads
                 listing = [json.dumps({"file": r.image, "prompt": r.prompt}) + "\n" for r in records if r.image]
                 (options.images_dir / "prompts.jsonl").write_text("".join(listing))
@@ -79,19 +88,42 @@ async def replay(
     return Run(info, records, samples)
 
 
+async def _closed_loop(
+    client: Any,
+    requests: Sequence[TraceRequest],
+    start: float,
+    options: ReplayOptions,
+    on_done: Callable[[RequestRecord], None] | None,
+) -> list[RequestRecord]:
+    """`options.concurrency` clients, each sending the next request of the trace when its last
+    one is answered; a request's scheduled time is when it was sent."""
+    pending = iter(enumerate(requests))
+    records: list[RequestRecord] = []
+
+    async def client_loop() -> None:
+        for index, request in pending:  # one shared iterator: each request is sent once
+            records.append(await _one(client, index, request, None, start, options, on_done))
+
+    await asyncio.gather(*(client_loop() for _ in range(options.concurrency)))
+    return sorted(records, key=lambda r: r.index)
+
+
 async def _one(
     client: Any,
     index: int,
     request: TraceRequest,
-    at: float,
+    at: float | None,
     start: float,
     options: ReplayOptions,
     on_done: Callable[[RequestRecord], None] | None,
 ) -> RequestRecord:
+    """One request, sent at `at` seconds after `start` (None: now)."""
     from modm.client import ModmClientError
 
-    await asyncio.sleep(max(0.0, start + at - time.monotonic()))
+    if at is not None:
+        await asyncio.sleep(max(0.0, start + at - time.monotonic()))
     sent = time.monotonic()
+    at = sent - start if at is None else at
     kind = str(request.extra.get("kind", ""))
     try:
         result = await client.generate(
@@ -127,6 +159,7 @@ async def _one(
             degraded=result.degraded,
             large_took_hit=result.large_took_hit,
             attempts=result.attempts,
+            worker=result.worker,
             timings={k: round(v, 6) for k, v in result.timings.items()},
             image=image,
         )

@@ -4,8 +4,14 @@ Numbers per run: throughput (completed requests over the time from the first sen
 reply), latency as the client saw it (mean, p50, p99), serving time (latency less the wait in
 the router's queue), the share of requests over the SLO (errors count as over), outcomes,
 hit rate, the k distribution and the denoising steps each pool ran (the work, apart from
-time). Across runs: the speedup of modm over large-only in mean latency, mean serving time and
-throughput, next to the bound (`modm.bench.bound`).
+time). A closed-loop run adds its saturation throughput, and an emulated fleet's run the harness
+check (`modm.bench.harness`). Runs are grouped by fleet (GPUs and model pair); within a group:
+the speedup of modm over large-only in mean latency, mean serving time, throughput and
+saturation throughput, next to the bound (`modm.bench.bound`).
+
+Times are the run's wall-clock seconds, except `saturation_rps`: requests per second of the
+emulated GPUs' own time (the wall rate times the fleet's time scale), what the real fleet would
+serve.
 """
 
 from __future__ import annotations
@@ -20,8 +26,9 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from modm.bench import harness
 from modm.bench.bound import Bound, cost_ratio_of, hit_rate_of, kappa_of
-from modm.bench.records import MODES, RequestRecord, Run
+from modm.bench.records import MODES, RequestRecord, Run, StatsSample
 
 PLOTS = ("latency.png", "hit_rate.png", "k_distribution.png", "allocation.png", "throughput.png")
 
@@ -117,8 +124,26 @@ def _last_workers(run: Run) -> list[dict[str, Any]]:
     return []
 
 
+def fleet_of(run: Run) -> tuple[int, str]:
+    """(GPUs, model pair) of a run: as the bench recorded them, else the most workers the
+    router's Stats listed at once."""
+    gpus = run.info.gpus or max((len(sample.workers) for sample in run.samples), default=0)
+    return gpus, run.info.pair
+
+
+def cost_ratio(samples: Sequence[StatsSample]) -> tuple[float | None, str]:
+    """c of a group of runs and where it came from. c is the workers' property: every run's
+    Stats samples count (in modm an idle large worker may take every hit, leaving the small pool
+    unmeasured; the baselines measure each pool)."""
+    profiled = cost_ratio_of(samples)
+    if profiled is not None:
+        return profiled, "profiled"
+    return cost_ratio_of(samples, "mean_seconds_per_step"), "served"
+
+
 def compare(runs: Mapping[str, Run], summaries: Mapping[str, dict[str, Any]]) -> dict[str, Any] | None:
-    """Speedups of modm over large-only, and the bound with c from the workers' profiles."""
+    """Speedups of modm over large-only (runs and summaries of one fleet, by mode), and the bound
+    with c from the workers' profiles."""
     if "modm" not in runs or "large-only" not in runs:
         return None
     m, base = summaries["modm"], summaries["large-only"]
@@ -126,36 +151,91 @@ def compare(runs: Mapping[str, Run], summaries: Mapping[str, dict[str, Any]]) ->
     for key, label in (("latency_s", "mean_latency"), ("service_s", "mean_service")):
         if m[key] and base[key]:
             out[f"speedup_{label}"] = round(base[key]["mean"] / m[key]["mean"], 4)
-    if m["throughput_rps"] and base["throughput_rps"]:
-        out["speedup_throughput"] = round(m["throughput_rps"] / base["throughput_rps"], 4)
-    # c is the workers' property: every run's Stats samples count (in modm an idle large worker
-    # may take every hit, leaving the small pool unmeasured; the baselines measure each pool).
+    for key, label in (("throughput_rps", "throughput"), ("saturation_rps", "saturation")):
+        if m[key] and base[key]:
+            out[f"speedup_{label}"] = round(m[key] / base[key], 4)
     samples = [sample for run in runs.values() for sample in run.samples]
-    profiled = cost_ratio_of(samples)
-    served = cost_ratio_of(samples, "mean_seconds_per_step")
-    c, source = (profiled, "profiled") if profiled is not None else (served, "served")
+    c, source = cost_ratio(samples)
     if c is not None:
         bound = Bound.of(runs["modm"].records, c)
         out["bound"] = {k: round(v, 4) for k, v in asdict(bound).items()} | {"cost_ratio_source": source}
-        for key in ("speedup_mean_service", "speedup_mean_latency", "speedup_throughput"):
+        for key in ("speedup_mean_service", "speedup_mean_latency", "speedup_throughput", "speedup_saturation"):
             if key in out:
                 out[f"{key}_over_bound"] = round(out[key] / bound.speedup, 4)
+    served = cost_ratio_of(samples, "mean_seconds_per_step")
     if served is not None and source == "profiled":
         out["bound_with_served_c"] = {k: round(v, 4) for k, v in asdict(Bound.of(runs["modm"].records, served)).items()}
     return out
 
 
+def fleet_summary(run: Run, c: float | None) -> dict[str, Any]:
+    """The fleet fields of a run: what it ran on, its saturation throughput and its harness check
+    (an emulated fleet's run; None where nothing was measured)."""
+    info = run.info
+    gpus, pair = fleet_of(run)
+    wall = harness.saturation_rps(run.records) if info.concurrency else None
+    checked = None
+    if info.cpu_seconds:
+        checked = harness.check(
+            info.mode,
+            duration_s=info.duration_s,
+            cpu_seconds=info.cpu_seconds,
+            saturation_wall_rps=wall,
+            capacity_rps=info.capacity_rps,
+        )
+    return {
+        "gpus": gpus,
+        "pair": pair,
+        "policy": info.policy,
+        "time_scale": info.time_scale,
+        "concurrency": info.concurrency,
+        "saturation_rps": _round(wall * info.time_scale if wall is not None else None),
+        "saturation_rps_wall": _round(wall),
+        "c": _round(c),
+        "capped_by_machine": None if checked is None else checked.capped_by_machine,
+        "harness": None if checked is None else checked.to_dict(),
+        "cpu_seconds": info.cpu_seconds,
+        "rss_mib": info.rss_mib,
+    }
+
+
+def _order(run: Run) -> tuple[int, str, int]:
+    gpus, pair = fleet_of(run)
+    return gpus, pair, MODES.index(run.info.mode)
+
+
 def build(
     runs: Mapping[str, Run], *, slo_s: float, trace: str = "", quality: Mapping[str, Any] | None = None
 ) -> dict[str, Any]:
-    ordered = {mode: runs[mode] for mode in MODES if mode in runs}
-    summaries = {mode: summarize(run, slo_s) for mode, run in ordered.items()}
+    """The report of runs keyed by their folder's name (their `id`)."""
+    ordered = dict(sorted(runs.items(), key=lambda item: _order(item[1])))
+    groups: dict[tuple[int, str], dict[str, str]] = {}  # fleet -> mode -> id
+    for rid, run in ordered.items():
+        groups.setdefault(fleet_of(run), {})[run.info.mode] = rid
+    summaries: dict[str, dict[str, Any]] = {}
+    comparisons = []
+    for (gpus, pair), ids in groups.items():
+        c, _ = cost_ratio([sample for rid in ids.values() for sample in ordered[rid].samples])
+        for rid in ids.values():
+            summary = {"id": rid} | summarize(ordered[rid], slo_s) | fleet_summary(ordered[rid], c)
+            summaries[rid] = summary
+        by_mode = {mode: summaries[rid] for mode, rid in ids.items()}
+        comparison = compare({mode: ordered[rid] for mode, rid in ids.items()}, by_mode)
+        if comparison is None:
+            continue
+        comparisons.append({"gpus": gpus, "pair": pair} | comparison)
+        modm, base = by_mode["modm"], by_mode["large-only"]
+        modm["speedup"] = comparison.get("speedup_saturation")
+        modm["bound"] = comparison.get("bound", {}).get("speedup")
+        if base["capped_by_machine"] and modm["harness"] is not None:  # modm's speedup rests on it
+            modm["capped_by_machine"] = True
+            modm["harness"]["failures"].append("its large-only run, the speedup's base, was capped by the machine")
     report: dict[str, Any] = {
         "generated_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "trace": trace,
         "timing": next(iter(ordered.values())).info.timing if ordered else {},
-        "runs": summaries,
-        "comparison": compare(ordered, summaries),
+        "runs": list(summaries.values()),
+        "comparisons": comparisons,
     }
     if quality:
         report["quality"] = dict(quality)
@@ -181,7 +261,7 @@ def write(out: Path, runs: Mapping[str, Run], report: dict[str, Any]) -> list[Pa
 
 
 def markdown(report: dict[str, Any]) -> str:
-    runs: dict[str, dict[str, Any]] = report["runs"]
+    runs: list[dict[str, Any]] = report["runs"]
     lines = ["# modm bench report", ""]
     if report.get("note"):
         lines += [f"Note: {report['note']}.", ""]
@@ -189,22 +269,23 @@ def markdown(report: dict[str, Any]) -> str:
         lines.append(f"Trace `{report['trace']}`, timing {json.dumps(report.get('timing', {}))}.")
         lines.append("")
     lines += [
-        "| mode | requests | completed | errors | throughput (req/s) | mean latency (s) | p50 | p99 "
+        "| run | requests | completed | errors | throughput (req/s) | mean latency (s) | p50 | p99 "
         "| mean serving (s) | over SLO | hit rate | kappa | degraded |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
-    for mode, s in runs.items():
+    for s in runs:
         lat, svc = s["latency_s"] or {}, s["service_s"] or {}
         lines.append(
-            f"| {mode} | {s['requests']} | {s['completed']} | {sum(s['errors'].values())} | {s['throughput_rps']} "
+            f"| {s['id']} | {s['requests']} | {s['completed']} | {sum(s['errors'].values())} | {s['throughput_rps']} "
             f"| {lat.get('mean')} | {lat.get('p50')} | {lat.get('p99')} | {svc.get('mean')} "
             f"| {_pct(s['slo_violation_share'])} (SLO {s['slo_s']} s) | {_pct(s['hit_rate'])} | {s['kappa']} "
             f"| {s['degraded']} |"
         )
     lines.append("")
-    for mode, s in runs.items():
+    for s in runs:
         lines.append(
-            f"- **{mode}**: outcomes {s['outcomes']}, pools {s['pools']}, denoising steps by pool {s['steps_by_pool']}"
+            f"- **{s['id']}**: outcomes {s['outcomes']}, pools {s['pools']}, "
+            f"denoising steps by pool {s['steps_by_pool']}"
         )
         if s["k_distribution"]:
             lines.append(f"  - k distribution (share of hits by steps skipped of 50): {s['k_distribution']}")
@@ -222,34 +303,74 @@ def markdown(report: dict[str, Any]) -> str:
             lines.append(f"  - Stats samples with the monitor's degrade override on: {s['degrade_override_samples']}")
         if s["errors"]:
             lines.append(f"  - errors: {s['errors']}")
-    comparison = report.get("comparison")
-    if comparison:
-        lines += ["", "## modm against large-only", ""]
-        for key in ("speedup_throughput", "speedup_mean_latency", "speedup_mean_service"):
-            if key in comparison:
-                ratio = comparison.get(f"{key}_over_bound")
-                tail = f" ({ratio} of the bound)" if ratio is not None else ""
-                lines.append(f"- {key.replace('_', ' ')}: **{comparison[key]}x**{tail}")
-        bound = comparison.get("bound")
-        if bound:
-            lines.append(
-                f"- bound 1/((1-h) + h_i kappa c) = **{bound['speedup']}x** with h = {bound['hit_rate']} reused, "
-                f"h_i = {bound['img2img_rate']} of them img2img hits (exact repeats run no step), "
-                f"kappa = {bound['kappa']} (share of its steps a hit still runs), c = {bound['cost_ratio']} "
-                f"(small / large seconds per step, {_C_SOURCES[bound['cost_ratio_source']]})"
-            )
-        served = comparison.get("bound_with_served_c")
-        if served:
-            lines.append(
-                f"- the same bound with c = {served['cost_ratio']} as the router measured it while serving "
-                f"(seconds per step run, batching included): **{served['speedup']}x**"
-            )
+        if s["capped_by_machine"]:
+            lines.append(f"  - **capped by the machine**, not a result: {'; '.join(s['harness']['failures'])}")
+    lines += _fleet_table(runs)
+    for comparison in report["comparisons"]:
+        lines += _comparison(comparison)
     quality = report.get("quality")
     if quality:
         lines += ["", "## Quality", ""]
         lines += [f"- {key}: {json.dumps(value)}" for key, value in quality.items()]
     lines += ["", *[f"![{name}]({name})" for name in PLOTS], ""]
     return "\n".join(lines)
+
+
+def _fleet_table(runs: list[dict[str, Any]]) -> list[str]:
+    """Saturation throughput per fleet and mode, for closed-loop runs."""
+    saturated = [s for s in runs if s["concurrency"]]
+    if not saturated:
+        return []
+    lines = [
+        "",
+        "## Saturation",
+        "",
+        "Closed loops: requests per second of the GPUs' own time (wall x time scale) while every "
+        "client had a request in flight. The harness check (emulated fleets): large-only reaches "
+        f"{harness.MIN_CAPACITY_RATIO:.0%} of its GPUs' capacity, the router and the cache each use at most "
+        f"{harness.MAX_CPU_SHARE:.0%} of a core; a run that fails it is capped by the machine, not a result.",
+        "",
+        "| gpus | pair | mode | policy | clients | saturation (req/s) | hit rate | kappa | c | speedup | bound "
+        "| time scale | router / cache CPU (share of a core) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for s in saturated:
+        capped = s["capped_by_machine"]
+        rate = "capped by the machine" if capped else s["saturation_rps"]
+        speedup = "capped by the machine" if capped and s.get("speedup") is not None else s.get("speedup", "")
+        share = (s["harness"] or {}).get("cpu_share_of_one_core", {})
+        cpu = " / ".join(_pct(share.get(kind)) for kind in harness.CHECKED_CPU) if share else "not checked"
+        lines.append(
+            f"| {s['gpus']} | {s['pair']} | {s['mode']} | {s['policy']} | {s['concurrency']} | {rate} "
+            f"| {_pct(s['hit_rate'])} | {s['kappa']} | {s['c']} | {speedup} | {s.get('bound', '')} "
+            f"| {s['time_scale']} | {cpu} |"
+        )
+    return lines
+
+
+def _comparison(comparison: dict[str, Any]) -> list[str]:
+    fleet = f" ({comparison['gpus']} GPUs{', ' + comparison['pair'] if comparison['pair'] else ''})"
+    lines = ["", f"## modm against large-only{fleet}", ""]
+    for key in ("speedup_saturation", "speedup_throughput", "speedup_mean_latency", "speedup_mean_service"):
+        if key in comparison:
+            ratio = comparison.get(f"{key}_over_bound")
+            tail = f" ({ratio} of the bound)" if ratio is not None else ""
+            lines.append(f"- {key.replace('_', ' ')}: **{comparison[key]}x**{tail}")
+    bound = comparison.get("bound")
+    if bound:
+        lines.append(
+            f"- bound 1/((1-h) + h_i kappa c) = **{bound['speedup']}x** with h = {bound['hit_rate']} reused, "
+            f"h_i = {bound['img2img_rate']} of them img2img hits (exact repeats run no step), "
+            f"kappa = {bound['kappa']} (share of its steps a hit still runs), c = {bound['cost_ratio']} "
+            f"(small / large seconds per step, {_C_SOURCES[bound['cost_ratio_source']]})"
+        )
+    served = comparison.get("bound_with_served_c")
+    if served:
+        lines.append(
+            f"- the same bound with c = {served['cost_ratio']} as the router measured it while serving "
+            f"(seconds per step run, batching included): **{served['speedup']}x**"
+        )
+    return lines
 
 
 _C_SOURCES = {

@@ -2,7 +2,12 @@
 exactly what users start), and, for the small-only baseline, a second router.
 
 Every mode gets the same hardware: `up_args` starts the baselines with every slot on their one
-model (MoDM's vanilla system runs the large model on all GPUs), and modm with the default split.
+model (MoDM's vanilla system runs the large model on all GPUs), nirvana with every slot large and
+the cache (hits refined by the large model: the router sends them there when there is no small
+pool), and modm with the default split. On an emulated fleet the baselines that never read the
+cache (large-only, small-only) start without it: its GPUs are not the machine's cores, and the
+machine's cores are better left to the system under test. With tiny models the cache stays,
+since it shares the cores that stand for the GPUs.
 
 Small-only needs no router change: a router started with only the small pool and no cache
 serves every request as a miss, degraded to the small pool's text-to-image (`degrade_misses`,
@@ -18,16 +23,29 @@ import sys
 import time
 from collections.abc import Iterable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from modm.launch import ServiceProcess, free_port, start_module
 
+if TYPE_CHECKING:
+    from modm.cli.up import Emulation
 
-def up_args(mode: str, *, workers: int, monitor: bool) -> list[str]:
-    """`modm up` flags for a mode's stack: baselines put every slot on their model, unmonitored
-    (the monitor would move slots to the other pool); modm starts split, monitored if asked."""
-    split = {"large-only": ["--large-slots", str(workers)], "small-only": ["--large-slots", "0"]}.get(mode, [])
+UNCACHED = ("large-only", "small-only")  # the modes that never read the cache
+
+
+def up_args(mode: str, *, workers: int, monitor: bool, emulation: Emulation | None = None) -> list[str]:
+    """`modm up` flags for a mode's stack: baselines and nirvana put every slot on their model,
+    unmonitored (the monitor would move slots to the other pool); modm starts split, monitored if
+    asked. With `emulation`, `workers` emulated GPUs."""
+    all_large = ["--large-slots", str(workers)]
+    split = {"large-only": all_large, "nirvana": all_large, "small-only": ["--large-slots", "0"]}.get(mode, [])
     watched = monitor and mode == "modm"
-    return ["--workers", str(workers), *split, "--monitor" if watched else "--no-monitor", "--http-port", "0"]
+    args = [*split, "--monitor" if watched else "--no-monitor", "--http-port", "0"]
+    if emulation is None:
+        return ["--workers", str(workers), *args]
+    fleet = ["--emulate", str(workers), "--large-profile", emulation.large_profile]
+    fleet += ["--small-profile", emulation.small_profile, "--time-scale", str(emulation.time_scale)]
+    return [*fleet, *args, *(["--no-cache"] if mode in UNCACHED else [])]
 
 
 def start_up(

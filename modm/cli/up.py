@@ -18,6 +18,15 @@ A thread rather than a `python -m modm.services.monitor` process because the wor
 are this process's children: one owner starts, tees, watches and stops them, and Ctrl-C stops
 the whole tree. A slot keeps the `device` of the table it started with when it switches.
 
+`--emulate N` starts N emulated GPUs instead (`modm worker --device emulated`): each slot a real
+worker service on its own port whose pipeline sleeps by a device profile (`--large-profile`,
+`--small-profile`), so a fleet of tens of GPUs runs on a laptop. The rest of the stack is the
+real one. `--time-scale S` multiplies every time of the stack, not only the profiles' (steps,
+overheads, load times), but also the defaults of the router's Stats window and worker discovery
+and of the monitor's interval, SLO, assumed load time and speeds, and its policy's horizon, so a
+scaled fleet makes the decisions the full-time one would. A [monitor] or [router] table's values
+are taken as given.
+
 A TOML config file switches to real models; each table's keys are that service's settings
 (the MODM_<SERVICE>_* variables without the prefix, in lower case). For example, SD3.5-Large
 as the large model and SDXL as the small one, one GPU each, CLIP ViT-L/14 for the cache:
@@ -53,7 +62,7 @@ import sys
 import threading
 import time
 import tomllib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Annotated, Any, Protocol
 
@@ -64,12 +73,36 @@ from modm.logs import LogFormat
 if TYPE_CHECKING:
     from modm.launch import ServiceProcess
     from modm.services.monitor.local_scaler import LocalScaler, Role, WorkerSlot
+    from modm.services.monitor.policy import Policy
     from modm.services.monitor.settings import MonitorSettings
 
 ROUTER_PORT = 50051
 HTTP_PORT = 8000
 TABLES = ("large", "small", "cache", "router", "monitor")
 LOCAL_MONITOR = {"interval_s": 15.0}  # the monitor's defaults here (a table [monitor] overrides them)
+# The monitor's settings that are times (a window, a target, a duration, a speed): `--time-scale`
+# scales their defaults. degrade_ttl_s follows interval_s by itself (3 x interval_s).
+MONITOR_TIMES = ("interval_s", "slo_seconds", "switch_seconds", "large_seconds_per_step", "small_seconds_per_step")
+ROUTER_WINDOW_S = 60.0  # Stats over the last minute: the local monitor decides every 15 s
+ROUTER_DISCOVERY_S = 2.0  # the router's default: how soon a switched slot is seen in its new pool
+# Scaled discovery stops here: every round sends each worker an Info call, N of them.
+MIN_DISCOVERY_S = 0.5
+DEFAULT_LARGE_PROFILE = "sd3.5-large-a100"
+DEFAULT_SMALL_PROFILE = "sdxl-a100"
+
+
+@dataclass(frozen=True)
+class Emulation:
+    """Every slot an emulated GPU serving these profiles, every time of the stack scaled."""
+
+    large_profile: str = DEFAULT_LARGE_PROFILE
+    small_profile: str = DEFAULT_SMALL_PROFILE
+    time_scale: float = 1.0
+
+    def worker_env(self, role: str) -> dict[str, str]:
+        profile = self.large_profile if role == "large" else self.small_profile
+        env = {"MODM_WORKER_DEVICE": "emulated", "MODM_WORKER_PROFILE": profile}
+        return env | {"MODM_WORKER_TIME_SCALE": str(self.time_scale)}
 
 
 @dataclass
@@ -107,13 +140,15 @@ def plan_stack(
     http_port: int = 0,
     cores: int = 1,
     log_format: LogFormat = "text",
+    emulation: Emulation | None = None,
 ) -> list[Member]:
     """The processes to start, in start order (cache, worker slots, router).
 
     `large_slots` slots start large (default ceil(workers / 2)), the rest small. Each worker may
     run torch on `cores // workers` threads unless its table sets torch_threads: the slots stand
     for GPUs, so on a CPU host each gets its own share of the cores instead of all of them.
-    CPU workers also default to batches of one image.
+    CPU workers also default to batches of one image. With `emulation` the slots are emulated
+    GPUs (the models are unused) and the router's times are scaled.
     """
     members: list[Member] = []
     cache_port = ports()
@@ -132,10 +167,13 @@ def plan_stack(
         roles = {}
         # Batching buys nothing on a CPU (a batch of 4 tiny SD3 images took as long as 4 single
         # ones) and makes every image in it wait for the slowest: one image at a time there.
-        on_cpu = config.get(first, {}).get("device", "cpu") == "cpu"
+        on_cpu = emulation is None and config.get(first, {}).get("device", "cpu") == "cpu"
         for role, model in models.items():
-            env = {"MODM_WORKER_MODEL": model, "MODM_WORKER_LOG_FORMAT": log_format}
-            env["MODM_WORKER_TORCH_THREADS"] = threads
+            env = {"MODM_WORKER_LOG_FORMAT": log_format}
+            if emulation is None:
+                env |= {"MODM_WORKER_MODEL": model, "MODM_WORKER_TORCH_THREADS": threads}
+            else:
+                env |= emulation.worker_env(role)
             env |= {"MODM_WORKER_MAX_BATCH_SIZE": "1"} if on_cpu else {}
             env |= _env("MODM_WORKER_", config.get(role, {}))
             env |= _env("MODM_WORKER_", {k: v for k, v in config.get(first, {}).items() if k == "device"})
@@ -145,7 +183,11 @@ def plan_stack(
     members += slots
     router_env = {"MODM_ROUTER_LOG_FORMAT": log_format, "MODM_ROUTER_HOST": host, "MODM_ROUTER_PORT": str(port)}
     router_env["MODM_ROUTER_HTTP_PORT"] = str(http_port)  # the OpenAI-compatible API; 0 = off
-    router_env["MODM_ROUTER_WINDOW_S"] = "60"  # Stats over the last minute: the local monitor decides every 15 s
+    scale = emulation.time_scale if emulation is not None else 1.0
+    router_env["MODM_ROUTER_WINDOW_S"] = str(ROUTER_WINDOW_S * scale)
+    if emulation is not None:
+        discovery = max(MIN_DISCOVERY_S, ROUTER_DISCOVERY_S * scale)
+        router_env["MODM_ROUTER_DISCOVERY_INTERVAL_S"] = str(discovery)
     router_env |= _env("MODM_ROUTER_", config.get("router", {}))
     router_env |= {"MODM_ROUTER_WORKERS": ",".join(f"127.0.0.1:{m.port}" for m in slots)}  # pools from Info
     router_port = int(router_env["MODM_ROUTER_PORT"])
@@ -153,17 +195,30 @@ def plan_stack(
     return members
 
 
-def plan_monitor(config: dict[str, Any], *, router_port: int, workers: int) -> MonitorSettings:
-    """The in-process monitor's settings: local defaults, then the [monitor] table; it scales the
-    slots and reads the local router (with the router's own token when it requires one)."""
+def plan_monitor(config: dict[str, Any], *, router_port: int, workers: int, time_scale: float = 1.0) -> MonitorSettings:
+    """The in-process monitor's settings: local defaults (its times scaled by `time_scale`), then
+    the [monitor] table; it scales the slots and reads the local router (with the router's own
+    token when it requires one)."""
     from modm.services.monitor.settings import MonitorSettings
 
-    table: dict[str, Any] = {**LOCAL_MONITOR, **config.get("monitor", {})}
+    defaults = {name: LOCAL_MONITOR.get(name, MonitorSettings.model_fields[name].default) for name in MONITOR_TIMES}
+    table: dict[str, Any] = {name: value * time_scale for name, value in defaults.items()}
+    table |= config.get("monitor", {})
     tokens = config.get("router", {}).get("tokens_file")
     if tokens and "router_token_file" not in table:
         table["router_token_file"] = tokens
     table |= {"scaler": "local", "routers": [f"127.0.0.1:{router_port}"], "total_gpus": workers}
     return MonitorSettings(**table)
+
+
+def scaled_policy(name: str, time_scale: float) -> Policy:
+    """The monitor's policy by name, its horizon (the default policy's only time) scaled."""
+    from modm.services.monitor.policy import SloAwarePolicy, policy_named
+
+    policy = policy_named(name)
+    if isinstance(policy, SloAwarePolicy):
+        return replace(policy, horizon_s=policy.horizon_s * time_scale)
+    return policy
 
 
 class Running(Protocol):
@@ -292,10 +347,25 @@ def up(
     large_tiny: Annotated[str, typer.Option(help="Tiny family of the large worker.")] = "sd3",
     small_tiny: Annotated[str, typer.Option(help="Tiny family of the small worker.")] = "sdxl",
     cache: Annotated[bool, typer.Option(help="Start the cache service.")] = True,
-    workers: Annotated[int, typer.Option(min=1, help="Worker slots (GPUs), each with its share of the CPU cores.")] = 2,
+    workers: Annotated[
+        int | None, typer.Option(min=1, help="Worker slots (GPUs), each with its share of the CPU cores [default: 2].")
+    ] = None,
     large_slots: Annotated[
         int | None, typer.Option(min=0, help="Slots that start large (default ceil(workers/2)); the rest start small.")
     ] = None,
+    emulate: Annotated[
+        int | None, typer.Option(min=1, help="N emulated GPUs (device profiles, no GPU) instead of the worker slots.")
+    ] = None,
+    large_profile: Annotated[
+        str, typer.Option(help="With --emulate: the large model's device profile (a shipped name or a file).")
+    ] = DEFAULT_LARGE_PROFILE,
+    small_profile: Annotated[
+        str, typer.Option(help="With --emulate: the small model's device profile (a shipped name or a file).")
+    ] = DEFAULT_SMALL_PROFILE,
+    time_scale: Annotated[
+        float,
+        typer.Option(min=0.001, max=1000, help="With --emulate: multiply every time (profiles, windows, monitor)."),
+    ] = 1.0,
     monitor: Annotated[bool, typer.Option(help="Run the monitor: it moves slots between the pools.")] = True,
     ready_timeout: Annotated[float, typer.Option(help="Seconds each service may take to be ready.")] = 600.0,
     log_format: Annotated[LogFormat, typer.Option(help="Every service's log format: text or json.")] = "text",
@@ -314,13 +384,16 @@ def up(
     unknown = set(settings) - set(TABLES)
     if unknown:
         raise typer.BadParameter(f"unknown table(s) {', '.join(sorted(unknown))}", param_hint="--config")
+    emulation = _emulation(settings, emulate, workers, large_profile, small_profile, time_scale)
+    workers = emulate or workers or 2
     if large_slots is not None and large_slots > workers:
         raise typer.BadParameter(f"{large_slots} large slots but only {workers} workers", param_hint="--large-slots")
     quiet_progress_bars()  # building the tiny models saves weights with tqdm bars
-    models = {}
+    models = {"large": "", "small": ""}
     for role, family in (("large", large_tiny), ("small", small_tiny)):
-        given = settings.get(role, {}).pop("model", None)
-        models[role] = str(given) if given else str(ensure_tiny(family, home))
+        if emulation is None:
+            given = settings.get(role, {}).pop("model", None)
+            models[role] = str(given) if given else str(ensure_tiny(family, home))
     members = plan_stack(
         settings,
         home=home,
@@ -335,9 +408,13 @@ def up(
         http_port=http_port,
         cores=len(os.sched_getaffinity(0)),
         log_format=log_format,
+        emulation=emulation,
     )
     router = members[-1]
-    monitor_settings = plan_monitor(settings, router_port=router.port, workers=workers) if monitor else None
+    scale = emulation.time_scale if emulation is not None else 1.0
+    monitor_settings = (
+        plan_monitor(settings, router_port=router.port, workers=workers, time_scale=scale) if monitor else None
+    )
 
     stop = threading.Event()
     previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
@@ -361,7 +438,7 @@ def up(
             monitor_log.addHandler(handler)
             monitor_log.setLevel(monitor_settings.log_level)
             monitor_log.propagate = False
-            watcher = LocalMonitor(monitor_settings, scaler)
+            watcher = LocalMonitor(monitor_settings, scaler, scaled_policy(monitor_settings.policy, scale))
             watcher.start()
         if int(router.env["MODM_ROUTER_HTTP_PORT"]):
             stack.say(f"OpenAI-compatible Images API at http://{host}:{router.env['MODM_ROUTER_HTTP_PORT']}/v1")
@@ -382,6 +459,35 @@ def up(
         handler.close()
         for sig, previous_handler in previous.items():
             signal.signal(sig, previous_handler)
+
+
+def _emulation(
+    settings: dict[str, Any],
+    emulate: int | None,
+    workers: int | None,
+    large_profile: str,
+    small_profile: str,
+    time_scale: float,
+) -> Emulation | None:
+    """The emulated fleet `--emulate` asks for (its profiles checked now, not in N workers), or
+    None; the flags that only make sense with it, or not with it, are refused."""
+    from modm.services.worker.device_profile import ProfileError, load_profile
+
+    if emulate is None:
+        if time_scale != 1.0:
+            raise typer.BadParameter("scales an emulated fleet's times: give --emulate N", param_hint="--time-scale")
+        return None
+    if workers is not None:
+        raise typer.BadParameter("--emulate N gives the slots: drop --workers", param_hint="--workers")
+    for role, hint in (("large", "--large-profile"), ("small", "--small-profile")):
+        if "model" in settings.get(role, {}):
+            raise typer.BadParameter(f"[{role}] names a model, but emulated GPUs serve profiles", param_hint=hint)
+    for profile, hint in ((large_profile, "--large-profile"), (small_profile, "--small-profile")):
+        try:
+            load_profile(profile)
+        except ProfileError as error:
+            raise typer.BadParameter(str(error), param_hint=hint) from None
+    return Emulation(large_profile, small_profile, time_scale)
 
 
 def _start_all(

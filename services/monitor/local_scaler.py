@@ -26,7 +26,7 @@ from grpc_health.v1.health_pb2 import HealthCheckResponse
 from modm.launch import ServiceProcess, health_status
 from modm.services.monitor.loop import MonitorLoop
 from modm.services.monitor.observations import Allocation, Decision
-from modm.services.monitor.policy import policy_named
+from modm.services.monitor.policy import Policy, policy_named
 from modm.services.monitor.settings import MonitorSettings
 from modm.services.monitor.stats_client import StatsClient
 
@@ -192,7 +192,8 @@ class LocalMonitor:
     """The control loop on its own thread and event loop inside `modm up`: Stats from the local
     router, decisions applied to the slots, the degrade override sent to the router."""
 
-    def __init__(self, settings: MonitorSettings, scaler: LocalScaler) -> None:
+    def __init__(self, settings: MonitorSettings, scaler: LocalScaler, policy: Policy | None = None) -> None:
+        """`policy` replaces the one `settings` names (`modm up --time-scale` scales its horizon)."""
         s = self.settings = settings
         self.scaler = scaler
         self.reader = StatsClient(
@@ -202,7 +203,7 @@ class LocalMonitor:
             tls=s.router_tls(),
             source=s.identity,
         )
-        self.loop = MonitorLoop(s, self.reader, scaler, policy_named(s.policy), control=self.reader)
+        self.loop = MonitorLoop(s, self.reader, scaler, policy or policy_named(s.policy), control=self.reader)
         self._stop: asyncio.Event | None = None
         self._events: asyncio.AbstractEventLoop | None = None
         self._started = threading.Event()

@@ -78,13 +78,14 @@ def test_bench_three_modes_with_eval_then_modm_eval(router: ServiceProcess, tmp_
     assert {(r.pool, r.degraded) for r in runs["small-only"].records} == {("small", True)}
 
     data = json.loads((out / "report.json").read_text())
-    assert set(data["runs"]) == {"modm", "large-only", "small-only"}
-    steps = {mode: data["runs"][mode]["steps_by_pool"] for mode in runs}
+    summaries = {s["id"]: s for s in data["runs"]}
+    assert set(summaries) == {"modm", "large-only", "small-only"}
+    steps = {mode: summaries[mode]["steps_by_pool"] for mode in runs}
     assert steps["large-only"] == {"large": 2 * len(measured)}
     assert steps["modm"].get("large", 0) < steps["large-only"]["large"]
-    assert data["comparison"]["bound"]["cost_ratio"] > 0
+    assert data["comparisons"][0]["bound"]["cost_ratio"] > 0
     assert "fid_modm_vs_large_only" in data["quality"]
-    assert "clip_score_by_outcome" in data["runs"]["modm"]
+    assert "clip_score_by_outcome" in summaries["modm"]
     assert all((out / name).exists() for name in ("report.md", *PLOTS))
 
     images = out / "runs" / "modm" / "images"

@@ -82,7 +82,7 @@ def test_summary_numbers() -> None:
 
 def test_speedups_and_bound() -> None:
     data = report.build(runs(), slo_s=2.0)
-    comparison = data["comparison"]
+    comparison = data["comparisons"][0]
     assert comparison["speedup_mean_latency"] == pytest.approx(8.0 / (6.1 / 4), rel=1e-3)
     bound = comparison["bound"]
     assert (bound["hit_rate"], bound["img2img_rate"], bound["cost_ratio"]) == pytest.approx((0.75, 0.5, 0.2))
@@ -93,7 +93,7 @@ def test_speedups_and_bound() -> None:
         comparison["speedup_mean_latency"] / bound["speedup"], abs=1e-3
     )
     assert bound["cost_ratio_source"] == "profiled"
-    assert report.build({"modm": runs()["modm"]}, slo_s=2.0)["comparison"] is None
+    assert report.build({"modm": runs()["modm"]}, slo_s=2.0)["comparisons"] == []
 
 
 def test_served_seconds_per_step_stand_in_for_unusable_profiles() -> None:
@@ -104,7 +104,7 @@ def test_served_seconds_per_step_stand_in_for_unusable_profiles() -> None:
                 {"pool": "large", "profiled_seconds_per_step": 1e-6, "mean_seconds_per_step": 0.5},
                 {"pool": "small", "profiled_seconds_per_step": 0.3, "mean_seconds_per_step": 0.05},
             ]
-    bound = report.build(both, slo_s=2.0)["comparison"]["bound"]
+    bound = report.build(both, slo_s=2.0)["comparisons"][0]["bound"]
     assert (bound["cost_ratio"], bound["cost_ratio_source"]) == (0.1, "served")
 
 
@@ -112,7 +112,7 @@ def test_every_file_is_written_and_parses(tmp_path: Path) -> None:
     data = report.build(runs(), slo_s=2.0, trace="trace.jsonl")
     written = report.write(tmp_path, runs(), data)
     assert {p.name for p in written} == {"report.json", "report.md", *report.PLOTS}
-    assert json.loads((tmp_path / "report.json").read_text())["comparison"]["bound"]["speedup"] > 1
+    assert json.loads((tmp_path / "report.json").read_text())["comparisons"][0]["bound"]["speedup"] > 1
     text = (tmp_path / "report.md").read_text()
     assert "speedup mean latency" in text and "| modm |" in text and "| large-only |" in text
     for name in report.PLOTS:

@@ -1,0 +1,199 @@
+"""Is the machine, not the system, the bottleneck? Saturation throughput and the harness check.
+
+An emulated fleet (`modm up --emulate N`) sleeps where GPUs would compute, so the system it
+measures is the router, the cache, the monitor and the workers' services. Everything else runs on
+the machine's few cores, and a run is only a result if the machine kept up:
+
+- the large-only run reaches at least `MIN_CAPACITY_RATIO` of what its GPUs can serve: N images
+  per image time (its profile's, time-scaled), since a closed loop keeps every GPU busy;
+- the router and the cache each used at most `MAX_CPU_SHARE` of one core over the run (both are
+  mostly one Python thread: near a full core, they would be what caps the fleet).
+
+A run that fails is capped by the machine: its numbers are kept, flagged, and not reported as
+results.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from modm.bench.records import RequestRecord
+from modm.bench.traces import TraceRequest
+
+if TYPE_CHECKING:
+    from modm.services.worker.device_profile import DeviceProfile
+
+MIN_CAPACITY_RATIO = 0.95
+# Answers of one pipeline call reach the client within milliseconds; a worker's next call takes
+# at least one call's time (at the time scales the fleet runs at, tenths of a second).
+SAME_CALL_S = 0.05
+MAX_CPU_SHARE = 0.5  # of one core, each of the router and the cache
+CHECKED_CPU = ("router", "cache")
+# What each process of a stack is, by the module it runs (`python -m ...`); anything a cache
+# starts (its embedded S3 and Milvus servers) counts as the cache.
+KINDS = {"modm.services.router": "router", "modm.services.cache": "cache", "modm.services.worker": "workers"}
+
+
+def saturation_rps(records: Sequence[RequestRecord]) -> float | None:
+    """Requests served per second while a closed loop kept the stack saturated.
+
+    The loop is saturated from its start until its last request is sent (then fewer clients
+    remain than it had). Counting the requests answered by then would miss the work in progress
+    at both ends, up to a batch per GPU, so each worker is counted between its own answers: a
+    saturated worker runs its calls back to back, so the requests it answered after its first
+    call and up to its last one before the end are exactly the work of that span (requests
+    answered within `SAME_CALL_S` of each other are one call's). Exact repeats, which no worker
+    runs, count over the whole span. None without a request, a span or a worker answering twice.
+    """
+    ok = [r for r in records if r.ok]
+    end = max((r.sent_s for r in records), default=0.0)
+    if not ok or end <= 0:
+        return None
+    answers: dict[str, list[float]] = {}
+    for r in ok:
+        answers.setdefault(r.worker, []).append(r.done_s)
+    rate = sum(done <= end for done in answers.pop("", [])) / end
+    measured = False
+    for done in answers.values():
+        first = min(done)
+        last = max((d for d in done if d <= end), default=first)
+        if last - first > SAME_CALL_S:
+            rate += sum(first + SAME_CALL_S < d <= last + SAME_CALL_S for d in done) / (last - first)
+            measured = True
+    return rate if measured else None
+
+
+@dataclass(frozen=True)
+class Check:
+    """The harness check of one run: what was measured and what failed (empty: a result)."""
+
+    cpu_share: dict[str, float] = field(default_factory=dict)
+    capacity_ratio: float | None = None
+    failures: tuple[str, ...] = ()
+
+    @property
+    def capped_by_machine(self) -> bool:
+        return bool(self.failures)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "cpu_share_of_one_core": self.cpu_share,
+            "max_cpu_share": MAX_CPU_SHARE,
+            "capacity_ratio": self.capacity_ratio,
+            "min_capacity_ratio": MIN_CAPACITY_RATIO,
+            "failures": list(self.failures),
+        }
+
+
+def check(
+    mode: str,
+    *,
+    duration_s: float,
+    cpu_seconds: dict[str, float],
+    saturation_wall_rps: float | None,
+    capacity_rps: float | None,
+) -> Check:
+    """The check of a run (`capacity_rps`: what the large model alone can serve, wall clock)."""
+    shares = {kind: round(seconds / duration_s, 4) for kind, seconds in cpu_seconds.items()} if duration_s > 0 else {}
+    failures = [
+        f"the {kind} used {shares[kind]:.0%} of a core (limit {MAX_CPU_SHARE:.0%})"
+        for kind in CHECKED_CPU
+        if shares.get(kind, 0.0) > MAX_CPU_SHARE
+    ]
+    ratio = None
+    if mode == "large-only" and capacity_rps:
+        ratio = round((saturation_wall_rps or 0.0) / capacity_rps, 4)
+        if ratio < MIN_CAPACITY_RATIO:
+            failures.append(
+                f"large-only served {ratio:.0%} of its GPUs' capacity ({capacity_rps:.2f} req/s; "
+                f"needs {MIN_CAPACITY_RATIO:.0%})"
+            )
+    return Check(shares, ratio, tuple(failures))
+
+
+def large_capacity_rps(profile: DeviceProfile, gpus: int, requests: Sequence[TraceRequest]) -> float:
+    """Requests/s `gpus` GPUs serve on this (time-scaled) profile alone, one image at a time,
+    at the requests' own sizes and steps (the profile's defaults where they name none)."""
+    seconds = []
+    for request in requests:
+        params = request.params
+        width, height = params.get("width") or profile.width, params.get("height") or profile.height
+        overhead, per_step = profile.call_seconds(1, width, height)
+        seconds.append(overhead + (params.get("steps") or profile.default_steps) * per_step)
+    return gpus / (sum(seconds) / len(seconds))
+
+
+class StackMeter:
+    """CPU time and memory of a stack's processes, by kind (up, router, cache, workers), read from
+    the process trees under `roots` (`modm up` and any router the bench started itself)."""
+
+    def __init__(self, roots: Iterable[int]) -> None:
+        self.roots = list(roots)
+        self._started: dict[str, float] = {}
+        self._bench_started = 0.0
+
+    def _processes(self) -> dict[str, list[Any]]:
+        import psutil
+
+        found: dict[str, list[Any]] = {}
+
+        def visit(process: Any, kind: str | None) -> None:
+            try:
+                command = process.cmdline()
+                children = process.children()
+            except psutil.Error:  # gone meanwhile (a slot being switched)
+                return
+            own = next((k for module, k in KINDS.items() if module in command), None)
+            kind = own or kind
+            if kind is not None:
+                found.setdefault(kind, []).append(process)
+            for child in children:
+                visit(child, kind)
+
+        for pid in self.roots:
+            try:
+                visit(psutil.Process(pid), "up")  # `modm up` itself: its monitor and local scaler
+            except psutil.Error:
+                continue
+        return found
+
+    def cpu_seconds(self) -> dict[str, float]:
+        import psutil
+
+        out: dict[str, float] = {}
+        for kind, processes in self._processes().items():
+            for process in processes:
+                try:
+                    times = process.cpu_times()
+                except psutil.Error:
+                    continue
+                out[kind] = out.get(kind, 0.0) + times.user + times.system
+        return out
+
+    def start(self) -> None:
+        self._started = self.cpu_seconds()
+        self._bench_started = time.process_time()
+
+    def used(self) -> dict[str, float]:
+        """CPU seconds each kind used since `start` (a worker replaced meanwhile loses its own),
+        and the bench's own process."""
+        now = self.cpu_seconds()
+        used = {kind: round(now[kind] - self._started.get(kind, 0.0), 3) for kind in now}
+        return used | {"bench": round(time.process_time() - self._bench_started, 3)}
+
+    def rss_mib(self) -> dict[str, float]:
+        """Resident memory by kind, summed over processes, and the total."""
+        import psutil
+
+        out: dict[str, float] = {}
+        for kind, processes in self._processes().items():
+            for process in processes:
+                try:
+                    out[kind] = out.get(kind, 0.0) + process.memory_info().rss / 2**20
+                except psutil.Error:
+                    continue
+        rounded = {kind: round(mib, 1) for kind, mib in out.items()}
+        return rounded | {"total": round(sum(out.values()), 1)}
