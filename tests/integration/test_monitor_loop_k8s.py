@@ -112,12 +112,16 @@ async def test_stats_client_reports_a_router_that_does_not_answer(router: tuple[
 
 
 async def test_dns_name_that_does_not_resolve_is_reported() -> None:
-    client = StatsClient(["dns:no-such-router.invalid:50051"], timeout_s=2.0)
+    async def no_such_name(name: str, port: int) -> list[str]:  # no lookup leaves the machine
+        raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+
+    client = StatsClient(["dns:no-such-router.invalid:50051"], timeout_s=2.0, resolver=no_such_name)
     try:
         reading = await client.read()
     finally:
         await client.close()
     assert reading.stats == {} and list(reading.unreachable) == ["dns:no-such-router.invalid:50051"]
+    assert reading.unreachable["dns:no-such-router.invalid:50051"].startswith("cannot resolve")
 
 
 @pytest.mark.parametrize("policy", ["slo-aware", "modm-b"])
