@@ -377,9 +377,6 @@ def up(
     from modm.paths import data_home
     from modm.services.monitor.local_scaler import LocalMonitor, LocalScaler, ProcessWorker
 
-    home = data_home(data_dir)
-    log_dir = home / "logs"
-    log_dir.mkdir(parents=True, exist_ok=True)
     settings: dict[str, Any] = tomllib.loads(config.read_text()) if config is not None else {}
     unknown = set(settings) - set(TABLES)
     if unknown:
@@ -388,6 +385,9 @@ def up(
     workers = emulate or workers or 2
     if large_slots is not None and large_slots > workers:
         raise typer.BadParameter(f"{large_slots} large slots but only {workers} workers", param_hint="--large-slots")
+    home = data_home(data_dir)
+    log_dir = home / "logs"
+    log_dir.mkdir(parents=True, exist_ok=True)
     quiet_progress_bars()  # building the tiny models saves weights with tqdm bars
     models = {"large": "", "small": ""}
     for role, family in (("large", large_tiny), ("small", small_tiny)):

@@ -13,8 +13,19 @@ from typing import Any
 
 import pytest
 
-from modm.cli.up import Stack, _slots, _StackLog, plan_monitor, plan_stack
+from modm.cli.up import (
+    MIN_DISCOVERY_S,
+    MONITOR_TIMES,
+    Emulation,
+    Stack,
+    _slots,
+    _StackLog,
+    plan_monitor,
+    plan_stack,
+    scaled_policy,
+)
 from modm.services.cache.settings import CacheSettings
+from modm.services.monitor.policy import policy_named
 from modm.services.router.settings import RouterSettings
 from modm.services.worker.settings import WorkerSettings
 
@@ -159,3 +170,35 @@ def test_the_terminal_shows_the_monitors_moves_not_every_keep(tmp_path: Path) ->
     assert [(e["msg"], e.get("action")) for e in shown] == [("decision", "move"), ("switching slot", None)]
     kept = (tmp_path / "monitor.log").read_text().splitlines()
     assert len(kept) == 3 and json.loads(kept[0])["reason"] == "keep 1 large + 1 small: steady"
+
+
+def test_emulated_slots_serve_profiles_and_the_stacks_times_scale(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fleet = Emulation("sd3.5-large-a100", "sdxl-a100", time_scale=0.1)
+    members = plan({"large": {"max_batch_size": 8}}, tmp_path, workers=3, cores=8, emulation=fleet)
+    slots = _slots(members)
+    assert [s.role for s in slots] == ["large", "large", "small"]
+    for slot in slots:
+        for role, env in slot.envs.items():
+            settings = valid(env, WorkerSettings, monkeypatch)
+            assert (settings.device, settings.role, settings.time_scale) == ("emulated", role, 0.1)
+            assert settings.profile == {"large": "sd3.5-large-a100", "small": "sdxl-a100"}[role]
+            assert "MODM_WORKER_MODEL" not in env and "MODM_WORKER_TORCH_THREADS" not in env  # no torch
+    assert slots[2].envs["large"]["MODM_WORKER_MAX_BATCH_SIZE"] == "8"  # a GPU batches: no CPU default of 1
+    assert "MODM_WORKER_MAX_BATCH_SIZE" not in slots[0].envs["small"]
+    router = valid(members[-1].env, RouterSettings, monkeypatch)
+    assert (router.window_s, router.discovery_interval_s) == pytest.approx((6.0, MIN_DISCOVERY_S))
+    assert valid(plan({}, tmp_path)[-1].env, RouterSettings, monkeypatch).window_s == 60.0
+
+
+def test_the_monitors_times_and_its_policys_horizon_scale_with_the_fleet() -> None:
+    full = plan_monitor({}, router_port=50099, workers=16)
+    scaled = plan_monitor({}, router_port=50099, workers=16, time_scale=0.1)
+    for name in MONITOR_TIMES:
+        assert getattr(scaled, name) == pytest.approx(getattr(full, name) * 0.1), name
+    assert scaled.interval_s == pytest.approx(1.5) and scaled.slo_seconds == pytest.approx(30.0)
+    given = plan_monitor({"monitor": {"interval_s": 4}}, router_port=50099, workers=16, time_scale=0.1)
+    assert given.interval_s == 4.0  # a table's value is taken as given
+    assert scaled_policy("slo-aware", 0.1).horizon_s == pytest.approx(60.0)  # type: ignore[attr-defined]
+    assert scaled_policy("modm-b", 0.1) is policy_named("modm-b")  # rates only: nothing to scale

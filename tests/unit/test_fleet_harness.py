@@ -1,0 +1,125 @@
+"""The harness check of emulated fleets: the saturation estimate on synthetic closed loops (batched
+calls in staggered phases, where counting answers would be off by the work in progress), the
+thresholds, the large model's capacity from its profile, and the stack meter on real processes."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from modm.bench import harness
+from modm.bench.records import RequestRecord
+from modm.bench.traces import TraceRequest
+from modm.services.worker.device_profile import load_profile
+
+
+def answered(index: int, worker: str, done: float, *, sent: float = 0.0, error: str = "") -> RequestRecord:
+    return RequestRecord(index, "p", "", sent, sent, done, done - sent, worker=worker, error=error)
+
+
+def closed_loop(workers: int, batch: int, call_s: float, calls: int, end: float) -> list[RequestRecord]:
+    """Each worker runs `calls` calls of `batch` back to back from its own phase; a batch's answers
+    arrive a few milliseconds apart. The last request is sent at `end`."""
+    records: list[RequestRecord] = []
+    for w in range(workers):
+        phase = call_s * w / workers
+        for call in range(calls):
+            for i in range(batch):
+                records.append(answered(len(records), f"w{w}", phase + (call + 1) * call_s + 0.002 * i))
+    records.append(answered(len(records), "w0", end + 100.0, sent=end))  # in flight at the end
+    return records
+
+
+def test_saturation_counts_each_workers_back_to_back_calls_exactly() -> None:
+    records = closed_loop(workers=16, batch=4, call_s=5.0, calls=8, end=23.3)
+    rate = harness.saturation_rps(records)
+    assert rate == pytest.approx(16 * 4 / 5.0, rel=1e-3)
+    naive = sum(r.done_s <= 23.3 for r in records) / 23.3  # answers so far miss the work in progress
+    assert abs(naive / rate - 1) > 0.05
+
+
+def test_exact_repeats_count_over_the_span_and_errors_not_at_all() -> None:
+    records = closed_loop(workers=2, batch=1, call_s=1.0, calls=6, end=4.0)
+    alone = harness.saturation_rps(records)
+    assert alone == pytest.approx(2.0, rel=1e-3)
+    repeats = [answered(100 + i, "", 0.5 * i) for i in range(1, 9)]  # 8 answered by 4.0 s, no worker
+    failed = [answered(200 + i, "w0", 1.5, error="UNAVAILABLE") for i in range(5)]
+    assert harness.saturation_rps(records + repeats + failed) == pytest.approx(2.0 + 8 / 4.0, rel=1e-3)
+
+
+def test_no_saturation_without_a_worker_answering_twice() -> None:
+    assert harness.saturation_rps([]) is None
+    assert harness.saturation_rps([answered(0, "w0", 3.0), answered(1, "w0", 9.0, sent=1.0)]) is None
+
+
+def test_the_check_names_what_capped_the_run() -> None:
+    fine = harness.check(
+        "large-only",
+        duration_s=10.0,
+        cpu_seconds={"router": 4.0, "cache": 0.0, "workers": 9.0},
+        saturation_wall_rps=9.7,
+        capacity_rps=10.0,
+    )
+    assert not fine.capped_by_machine and fine.capacity_ratio == pytest.approx(0.97)
+    assert fine.cpu_share["workers"] == pytest.approx(0.9)  # reported, not checked
+    slow = harness.check(
+        "large-only", duration_s=10.0, cpu_seconds={"router": 6.0}, saturation_wall_rps=9.0, capacity_rps=10.0
+    )
+    assert slow.capped_by_machine and len(slow.failures) == 2
+    assert "router used 60% of a core" in slow.failures[0] and "90% of its GPUs' capacity" in slow.failures[1]
+    busy_cache = harness.check(
+        "modm", duration_s=10.0, cpu_seconds={"cache": 5.5}, saturation_wall_rps=1.0, capacity_rps=10.0
+    )
+    assert busy_cache.failures == ("the cache used 55% of a core (limit 50%)",)  # capacity: large-only's alone
+    assert busy_cache.to_dict()["max_cpu_share"] == harness.MAX_CPU_SHARE
+
+
+def test_capacity_is_gpus_over_the_scaled_image_time_at_each_requests_size() -> None:
+    profile = load_profile("sd3.5-large-a100").scaled(0.1)
+    image_s = profile.overhead_seconds + profile.default_steps * profile.seconds_per_step
+    assert image_s == pytest.approx(1.256, abs=1e-3)
+    default = [TraceRequest(0.0, "a castle")]
+    assert harness.large_capacity_rps(profile, 16, default) == pytest.approx(16 / image_s)
+    quarter = [TraceRequest(0.0, "a castle", params={"width": 512, "height": 512, "steps": 14})]
+    expected = 16 / (profile.overhead_seconds / 4 + 14 * profile.seconds_per_step / 4)
+    assert harness.large_capacity_rps(profile, 16, quarter) == pytest.approx(expected)
+
+
+SPIN = """
+import subprocess, sys
+child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+print("ready", flush=True)
+sys.stdin.readline()
+sum(i * i for i in range(3_000_000))
+print("done", flush=True)
+sys.stdin.readline()
+child.kill()
+"""
+
+
+def test_the_meter_counts_a_services_tree_by_its_module() -> None:
+    """A process named for the cache's module, and its child, are the cache; CPU counts from start."""
+    proc = subprocess.Popen(
+        [sys.executable, "-c", SPIN, "-m", "modm.services.cache"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdin is not None and proc.stdout is not None
+    try:
+        assert proc.stdout.readline().strip() == "ready"
+        meter = harness.StackMeter([proc.pid])
+        meter.start()
+        proc.stdin.write("go\n")
+        proc.stdin.flush()
+        assert proc.stdout.readline().strip() == "done"
+        used, memory = meter.used(), meter.rss_mib()
+        assert set(used) == {"cache", "bench"} and used["cache"] > 0
+        assert set(memory) == {"cache", "total"} and memory["total"] == memory["cache"] > 10
+        assert len(meter._processes()["cache"]) == 2  # the child is the cache's too
+    finally:
+        proc.stdin.write("stop\n")
+        proc.stdin.close()
+        proc.wait(30)
