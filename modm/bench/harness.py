@@ -42,28 +42,38 @@ def saturation_rps(records: Sequence[RequestRecord]) -> float | None:
 
     The loop is saturated from its start until its last request is sent (then fewer clients
     remain than it had). Counting the requests answered by then would miss the work in progress
-    at both ends, up to a batch per GPU, so each worker is counted between its own answers: a
-    saturated worker runs its calls back to back, so the requests it answered after its first
-    call and up to its last one before the end are exactly the work of that span (requests
-    answered within `SAME_CALL_S` of each other are one call's). Exact repeats, which no worker
-    runs, count over the whole span. None without a request, a span or a worker answering twice.
+    at the end, up to a batch per GPU, so each call a worker was running then counts by the share
+    of it done. A worker's calls are its answers that arrived together (within `SAME_CALL_S`); a
+    call began when the worker had finished its previous one and held every request of it (the
+    router's worker call, `generate_seconds`, includes waiting in the worker's queue). Exact
+    repeats, which no worker runs, count when answered. None without an answer or a span.
     """
     ok = [r for r in records if r.ok]
     end = max((r.sent_s for r in records), default=0.0)
     if not ok or end <= 0:
         return None
-    answers: dict[str, list[float]] = {}
+    answers: dict[str, list[RequestRecord]] = {}
     for r in ok:
-        answers.setdefault(r.worker, []).append(r.done_s)
-    rate = sum(done <= end for done in answers.pop("", [])) / end
-    measured = False
-    for done in answers.values():
-        first = min(done)
-        last = max((d for d in done if d <= end), default=first)
-        if last - first > SAME_CALL_S:
-            rate += sum(first + SAME_CALL_S < d <= last + SAME_CALL_S for d in done) / (last - first)
-            measured = True
-    return rate if measured else None
+        answers.setdefault(r.worker, []).append(r)
+    served = float(sum(r.done_s <= end for r in answers.pop("", [])))
+    for mine in answers.values():
+        mine.sort(key=lambda r: r.done_s)
+        calls: list[list[RequestRecord]] = []
+        for r in mine:
+            if calls and r.done_s - calls[-1][0].done_s <= SAME_CALL_S:
+                calls[-1].append(r)
+            else:
+                calls.append([r])
+        previous = 0.0
+        for call in calls:
+            finished = call[0].done_s
+            began = max(previous, *(r.done_s - r.timings.get("generate_seconds", 0.0) for r in call))
+            previous = finished
+            if finished <= end:
+                served += len(call)
+            elif began < end:
+                served += len(call) * (end - began) / (finished - began)
+    return served / end
 
 
 @dataclass(frozen=True)

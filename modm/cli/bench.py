@@ -115,6 +115,7 @@ def bench(
     gpus = emulate or workers
     if fleet is not None and concurrency is None:
         concurrency = CLIENTS_PER_GPU * gpus
+    not_run: list[str] = []
     if not report_only:
         if trace is None:
             raise typer.BadParameter("give a trace file", param_hint="--trace")
@@ -153,11 +154,14 @@ def bench(
                 if start:
                     emulation = fleet.emulation if fleet is not None else None
                     args = up_args(name, workers=gpus, monitor=monitor, emulation=emulation)
-                    target, up_pid = _start_stack(stack, (data_dir or out / "stack") / rid, out / "logs" / rid, args)
+                    # Short: the cache's S3 server puts a Unix socket under it (at most 107 bytes).
+                    home = (data_dir or out / "stack") / (name if fleet is None else f"{name}-{gpus}")
+                    target, up_pid = _start_stack(stack, home, out / "logs" / rid, args)
                 try:
                     run = _run_mode(stack, name, target, plan, up_pid if fleet is not None else None)
                 except (TimeoutError, ValueError, RuntimeError) as error:  # e.g. no small worker left
                     typer.echo(f"[{name}] not run: {error}", err=True)
+                    not_run.append(name)
                     continue
             run.info.trace = str(trace)
             if start:  # what the stack was started as (against --endpoint, Stats says what it can)
@@ -179,6 +183,9 @@ def bench(
         typer.echo(f"wrote {path}")
     brief = {"runs": [_brief(s) for s in data["runs"]], "comparisons": data["comparisons"]}
     typer.echo(json.dumps(brief, indent=2))
+    if not_run:  # the report has the others; the exit status says one is missing
+        typer.echo(f"not run: {', '.join(not_run)}", err=True)
+        raise typer.Exit(1)
 
 
 def _policy(mode: str, monitor: bool) -> str:

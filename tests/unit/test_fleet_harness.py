@@ -15,43 +15,54 @@ from modm.bench.traces import TraceRequest
 from modm.services.worker.device_profile import load_profile
 
 
-def answered(index: int, worker: str, done: float, *, sent: float = 0.0, error: str = "") -> RequestRecord:
-    return RequestRecord(index, "p", "", sent, sent, done, done - sent, worker=worker, error=error)
+def answered(
+    index: int, worker: str, done: float, *, dispatched: float = 0.0, sent: float = 0.0, error: str = ""
+) -> RequestRecord:
+    """A request answered at `done`; the router handed it to `worker` at `dispatched`."""
+    timings = {"generate_seconds": done - dispatched} if worker else {}
+    return RequestRecord(index, "p", "", sent, sent, done, done - sent, worker=worker, timings=timings, error=error)
 
 
-def closed_loop(workers: int, batch: int, call_s: float, calls: int, end: float) -> list[RequestRecord]:
-    """Each worker runs `calls` calls of `batch` back to back from its own phase; a batch's answers
-    arrive a few milliseconds apart. The last request is sent at `end`."""
+def closed_loop(workers: int, image_s: float, calls: int, end: float) -> list[RequestRecord]:
+    """Every request handed out at once; each worker runs a first call of 1 to 4 images (the
+    phases differ), then calls of 4 back to back, an image costing `image_s` whatever the batch.
+    A batch's answers arrive a few milliseconds apart. The last request is sent at `end`."""
     records: list[RequestRecord] = []
     for w in range(workers):
-        phase = call_s * w / workers
+        done = 0.0
         for call in range(calls):
+            batch = 1 + w % 4 if call == 0 else 4
+            done += batch * image_s
             for i in range(batch):
-                records.append(answered(len(records), f"w{w}", phase + (call + 1) * call_s + 0.002 * i))
-    records.append(answered(len(records), "w0", end + 100.0, sent=end))  # in flight at the end
+                records.append(answered(len(records), f"w{w}", done + 0.002 * i))
+    records.append(answered(len(records), "", 1.0, sent=end))  # the last send: an exact repeat
     return records
 
 
-def test_saturation_counts_each_workers_back_to_back_calls_exactly() -> None:
-    records = closed_loop(workers=16, batch=4, call_s=5.0, calls=8, end=23.3)
+def test_saturation_counts_the_work_in_progress_at_the_end_by_its_share() -> None:
+    records = closed_loop(workers=16, image_s=1.25, calls=12, end=23.3)
     rate = harness.saturation_rps(records)
-    assert rate == pytest.approx(16 * 4 / 5.0, rel=1e-3)
+    assert rate == pytest.approx(16 / 1.25 + 1 / 23.3, rel=1e-3)  # every worker busy from the start
     naive = sum(r.done_s <= 23.3 for r in records) / 23.3  # answers so far miss the work in progress
     assert abs(naive / rate - 1) > 0.05
 
 
-def test_exact_repeats_count_over_the_span_and_errors_not_at_all() -> None:
-    records = closed_loop(workers=2, batch=1, call_s=1.0, calls=6, end=4.0)
-    alone = harness.saturation_rps(records)
-    assert alone == pytest.approx(2.0, rel=1e-3)
-    repeats = [answered(100 + i, "", 0.5 * i) for i in range(1, 9)]  # 8 answered by 4.0 s, no worker
-    failed = [answered(200 + i, "w0", 1.5, error="UNAVAILABLE") for i in range(5)]
-    assert harness.saturation_rps(records + repeats + failed) == pytest.approx(2.0 + 8 / 4.0, rel=1e-3)
+def test_a_worker_that_joins_late_or_idles_counts_only_what_it_served() -> None:
+    busy = [answered(i, "w0", i + 1.0, dispatched=float(i)) for i in range(10)]  # one a second, from 0
+    late = [answered(10 + i, "w1", 8.2 + 0.5 * i, dispatched=7.8 + 0.5 * i) for i in range(3)]  # switched in at 7.8
+    last = answered(20, "w0", 12.0, dispatched=11.0, sent=9.0)
+    rate = harness.saturation_rps([*busy, *late, last])
+    # w0: 9 by the end; w1: 2, and half of its third (from 8.8 to 9.2); not 1 + 2 a second
+    assert rate == pytest.approx((9 + 2.5) / 9.0, rel=1e-3)
 
 
-def test_no_saturation_without_a_worker_answering_twice() -> None:
+def test_errors_do_not_count_and_nothing_is_no_rate() -> None:
+    served = [answered(i, "w0", i + 1.0, dispatched=float(i)) for i in range(4)]
+    failed = [answered(10 + i, "w0", 2.5, error="UNAVAILABLE") for i in range(5)]
+    last = answered(20, "w0", 9.0, dispatched=4.0, sent=4.0)
+    assert harness.saturation_rps([*served, *failed, last]) == pytest.approx(1.0)
     assert harness.saturation_rps([]) is None
-    assert harness.saturation_rps([answered(0, "w0", 3.0), answered(1, "w0", 9.0, sent=1.0)]) is None
+    assert harness.saturation_rps([answered(0, "w0", 3.0)]) is None  # sent at 0: no span
 
 
 def test_the_check_names_what_capped_the_run() -> None:
