@@ -7,7 +7,7 @@ import logging
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
-from modm.logs import configure_logging
+from modm.logs import configure_logging, quiet_progress_bars
 from modm.services.worker import metrics
 from modm.services.worker.emulation import EmulatedRunner
 from modm.services.worker.engine import WorkerEngine
@@ -41,6 +41,7 @@ def load_runner(settings: WorkerSettings) -> Runner:
         )
     from modm.services.worker.pipeline import load_diffusion_runner
 
+    quiet_progress_bars()  # diffusers was first imported just now, after configure_logging
     return load_diffusion_runner(settings)
 
 
