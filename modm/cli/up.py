@@ -348,7 +348,7 @@ def up(
     small_tiny: Annotated[str, typer.Option(help="Tiny family of the small worker.")] = "sdxl",
     cache: Annotated[bool, typer.Option(help="Start the cache service.")] = True,
     workers: Annotated[
-        int | None, typer.Option(min=1, help="Worker slots (GPUs), each with its share of the CPU cores [default: 2].")
+        int | None, typer.Option(min=1, help="Worker slots (GPUs), each with its share of the CPU cores (default 2).")
     ] = None,
     large_slots: Annotated[
         int | None, typer.Option(min=0, help="Slots that start large (default ceil(workers/2)); the rest start small.")
