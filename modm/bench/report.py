@@ -141,9 +141,11 @@ def cost_ratio(samples: Sequence[StatsSample]) -> tuple[float | None, str]:
     return cost_ratio_of(samples, "mean_seconds_per_step"), "served"
 
 
-def compare(runs: Mapping[str, Run], summaries: Mapping[str, dict[str, Any]]) -> dict[str, Any] | None:
+def compare(
+    runs: Mapping[str, Run], summaries: Mapping[str, dict[str, Any]], c: tuple[float | None, str]
+) -> dict[str, Any] | None:
     """Speedups of modm over large-only (runs and summaries of one fleet, by mode), and the bound
-    with c from the workers' profiles."""
+    with the fleet's c (`cost_ratio`)."""
     if "modm" not in runs or "large-only" not in runs:
         return None
     m, base = summaries["modm"], summaries["large-only"]
@@ -154,15 +156,14 @@ def compare(runs: Mapping[str, Run], summaries: Mapping[str, dict[str, Any]]) ->
     for key, label in (("throughput_rps", "throughput"), ("saturation_rps", "saturation")):
         if m[key] and base[key]:
             out[f"speedup_{label}"] = round(m[key] / base[key], 4)
-    samples = [sample for run in runs.values() for sample in run.samples]
-    c, source = cost_ratio(samples)
-    if c is not None:
-        bound = Bound.of(runs["modm"].records, c)
+    cost, source = c
+    if cost is not None:
+        bound = Bound.of(runs["modm"].records, cost)
         out["bound"] = {k: round(v, 4) for k, v in asdict(bound).items()} | {"cost_ratio_source": source}
         for key in ("speedup_mean_service", "speedup_mean_latency", "speedup_throughput", "speedup_saturation"):
             if key in out:
                 out[f"{key}_over_bound"] = round(out[key] / bound.speedup, 4)
-    served = cost_ratio_of(samples, "mean_seconds_per_step")
+    served = cost_ratio_of([sample for run in runs.values() for sample in run.samples], "mean_seconds_per_step")
     if served is not None and source == "profiled":
         out["bound_with_served_c"] = {k: round(v, 4) for k, v in asdict(Bound.of(runs["modm"].records, served)).items()}
     return out
@@ -215,12 +216,11 @@ def build(
     summaries: dict[str, dict[str, Any]] = {}
     comparisons = []
     for (gpus, pair), ids in groups.items():
-        c, _ = cost_ratio([sample for rid in ids.values() for sample in ordered[rid].samples])
+        c = cost_ratio([sample for rid in ids.values() for sample in ordered[rid].samples])
         for rid in ids.values():
-            summary = {"id": rid} | summarize(ordered[rid], slo_s) | fleet_summary(ordered[rid], c)
-            summaries[rid] = summary
+            summaries[rid] = {"id": rid} | summarize(ordered[rid], slo_s) | fleet_summary(ordered[rid], c[0])
         by_mode = {mode: summaries[rid] for mode, rid in ids.items()}
-        comparison = compare({mode: ordered[rid] for mode, rid in ids.items()}, by_mode)
+        comparison = compare({mode: ordered[rid] for mode, rid in ids.items()}, by_mode, c)
         if comparison is None:
             continue
         comparisons.append({"gpus": gpus, "pair": pair} | comparison)

@@ -24,12 +24,16 @@ import json
 import os
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from modm.cli.generate import Endpoint, Token
-from modm.cli.up import DEFAULT_LARGE_PROFILE, DEFAULT_SMALL_PROFILE
+from modm.cli.up import DEFAULT_LARGE_PROFILE, DEFAULT_SMALL_PROFILE, Emulation
+
+if TYPE_CHECKING:
+    from modm.bench.traces import TraceRequest
+    from modm.services.worker.device_profile import DeviceProfile
 
 
 def bench(
@@ -202,11 +206,11 @@ CLIENTS_PER_GPU = 5  # a worker's default batch (4) in flight and one more waiti
 class _Fleet:
     """The emulated fleet each mode starts on."""
 
-    emulation: Any  # modm.cli.up.Emulation
-    large: Any  # its DeviceProfile, time-scaled
-    pair: str
+    emulation: Emulation
+    large: DeviceProfile  # time-scaled
+    pair: str  # the profiles' names, large+small
 
-    def capacity_rps(self, gpus: int, requests: list[Any]) -> float:
+    def capacity_rps(self, gpus: int, requests: list[TraceRequest]) -> float:
         from modm.bench.harness import large_capacity_rps
 
         return large_capacity_rps(self.large, gpus, requests)
@@ -220,7 +224,6 @@ def _fleet(
     endpoint: str | None,
     evaluate: bool,
 ) -> _Fleet:
-    from modm.cli.up import Emulation
     from modm.services.worker.device_profile import ProfileError, load_profile
 
     if endpoint is not None:

@@ -389,9 +389,9 @@ def up(
     log_dir = home / "logs"
     log_dir.mkdir(parents=True, exist_ok=True)
     quiet_progress_bars()  # building the tiny models saves weights with tqdm bars
-    models = {"large": "", "small": ""}
-    for role, family in (("large", large_tiny), ("small", small_tiny)):
-        if emulation is None:
+    models = {"large": "", "small": ""}  # emulated slots serve profiles
+    if emulation is None:
+        for role, family in (("large", large_tiny), ("small", small_tiny)):
             given = settings.get(role, {}).pop("model", None)
             models[role] = str(given) if given else str(ensure_tiny(family, home))
     members = plan_stack(
@@ -480,8 +480,9 @@ def _emulation(
     if workers is not None:
         raise typer.BadParameter("--emulate N gives the slots: drop --workers", param_hint="--workers")
     for role, hint in (("large", "--large-profile"), ("small", "--small-profile")):
-        if "model" in settings.get(role, {}):
-            raise typer.BadParameter(f"[{role}] names a model, but emulated GPUs serve profiles", param_hint=hint)
+        for key in ("model", "device"):
+            if key in settings.get(role, {}):
+                raise typer.BadParameter(f"[{role}] names a {key}, but emulated GPUs serve profiles", param_hint=hint)
     for profile, hint in ((large_profile, "--large-profile"), (small_profile, "--small-profile")):
         try:
             load_profile(profile)

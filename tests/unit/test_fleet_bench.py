@@ -155,12 +155,16 @@ def test_a_run_the_machine_capped_is_flagged_and_not_reported_as_a_result() -> N
         (["up", "--time-scale", "0.5"], "--emulate N"),
         (["up", "--emulate", "4", "--workers", "2"], "drop --workers"),
         (["up", "--emulate", "4", "--large-profile", "no-such-gpu"], "not a shipped profile"),
+        (["up", "--emulate", "4", "--config", "CONFIG"], "[small] names a device"),
         (["bench", "--emulate", "4", "--endpoint", "127.0.0.1:1", "--trace", "t.jsonl"], "starts its own"),
         (["bench", "--emulate", "4", "--eval", "--trace", "t.jsonl"], "flat colours"),
         (["bench", "--emulate", "4", "--small-profile", "./missing.toml", "--trace", "t.jsonl"], "missing.toml"),
     ],
 )
 def test_flags_that_do_not_fit_an_emulated_fleet_are_refused(tmp_path: Path, args: list[str], hint: str) -> None:
+    config = tmp_path.parent / f"{tmp_path.name}.toml"
+    config.write_text('[small]\ndevice = "cuda:1"\n')
+    args = [str(config) if arg == "CONFIG" else arg for arg in args]
     extra = ["--data-dir", str(tmp_path)] if args[0] == "up" else ["--out", str(tmp_path)]
     done = CliRunner().invoke(app, [*args, *extra])
     said = " ".join(done.output.replace("│", " ").split())  # rich wraps the message in a box
