@@ -223,13 +223,14 @@ def build(
         comparison = compare({mode: ordered[rid] for mode, rid in ids.items()}, by_mode, c)
         if comparison is None:
             continue
-        comparisons.append({"gpus": gpus, "pair": pair} | comparison)
         modm, base = by_mode["modm"], by_mode["large-only"]
         modm["speedup"] = comparison.get("speedup_saturation")
         modm["bound"] = comparison.get("bound", {}).get("speedup")
         if base["capped_by_machine"] and modm["harness"] is not None:  # modm's speedup rests on it
             modm["capped_by_machine"] = True
             modm["harness"]["failures"].append("its large-only run, the speedup's base, was capped by the machine")
+        capped = {"capped_by_machine": modm["capped_by_machine"]}
+        comparisons.append({"gpus": gpus, "pair": pair} | capped | comparison)
     report: dict[str, Any] = {
         "generated_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "trace": trace,
@@ -351,6 +352,8 @@ def _fleet_table(runs: list[dict[str, Any]]) -> list[str]:
 def _comparison(comparison: dict[str, Any]) -> list[str]:
     fleet = f" ({comparison['gpus']} GPUs{', ' + comparison['pair'] if comparison['pair'] else ''})"
     lines = ["", f"## modm against large-only{fleet}", ""]
+    if comparison["capped_by_machine"]:
+        lines += ["**Capped by the machine**: these speedups measure this machine, not the system.", ""]
     for key in ("speedup_saturation", "speedup_throughput", "speedup_mean_latency", "speedup_mean_service"):
         if key in comparison:
             ratio = comparison.get(f"{key}_over_bound")

@@ -128,7 +128,7 @@ def test_the_runs_list_names_each_fleet_and_modms_speedup_against_its_bound() ->
     assert modm["saturation_rps_wall"] == pytest.approx(2.0) and modm["speedup"] == pytest.approx(2.0)
     h = 10 / 21  # ten hits of 21 requests (the last one a miss), each running half its steps; c = 1/4
     assert modm["bound"] == pytest.approx(1 / ((1 - h) + h * 0.5 * 0.25), abs=1e-3)
-    assert [(c["gpus"], c["pair"]) for c in data["comparisons"]] == [(16, PAIR)]  # no modm run at 64
+    assert [(c["gpus"], c["pair"], c["capped_by_machine"]) for c in data["comparisons"]] == [(16, PAIR, False)]
     assert "speedup" not in by_id["large-only-64"]
 
 
@@ -147,6 +147,7 @@ def test_a_run_the_machine_capped_is_flagged_and_not_reported_as_a_result() -> N
     text = report.markdown(data)
     assert text.count("| capped by the machine |") == 3  # both runs' saturation and modm's speedup
     assert "**capped by the machine**, not a result: large-only served 80%" in text
+    assert data["comparisons"][0]["capped_by_machine"] and "**Capped by the machine**: these speedups" in text
 
 
 @pytest.mark.parametrize(
