@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -34,13 +35,22 @@ def k8s_binaries() -> Path:
     return found
 
 
-@pytest.fixture(scope="session")
-def local_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    """A running local cluster for the whole session; stopped and removed at its end."""
-    bin_dir = k8s_binaries()
-    folder = tmp_path_factory.mktemp("local-cluster") / "cluster"
-    cluster = up(folder, gpus=8, amd_gpus=2, gpus_per_node=4, cpu_nodes=1, bin_dir=bin_dir)
+@contextmanager
+def running_cluster(tmp_path_factory: pytest.TempPathFactory, name: str, **nodes: int) -> Iterator[Cluster]:
+    """A cluster of `nodes` (modm.devcluster.up's counts) in a fresh folder; stopped and removed
+    at the end. Tests that take a component away (an API server outage) use one of their own."""
+    folder = tmp_path_factory.mktemp(name) / "cluster"
+    cluster = up(folder, bin_dir=k8s_binaries(), **nodes)
     try:
         yield cluster
     finally:
         down(folder)
+
+
+@pytest.fixture(scope="session")
+def local_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    """A running local cluster for the whole session; stopped and removed at its end."""
+    with running_cluster(
+        tmp_path_factory, "local-cluster", gpus=8, amd_gpus=2, gpus_per_node=4, cpu_nodes=1
+    ) as cluster:
+        yield cluster

@@ -4,10 +4,9 @@ acts, the others decide every round and write nothing; SIGTERM hands the Lease o
 holder gives it up), SIGKILL only once it has expired; a person's `kubectl scale` is adopted by
 whoever holds the Lease then.
 
-Who wrote what is read from the API server's audit log (every write with the sender's user agent,
-`modm-monitor/<identity>`, and the server's clock), not from the monitors' own accounts: each
-replica's writes fall within the time it held the Lease, the holders' times do not overlap, and
-the Events name the holder as their reportingInstance.
+Who wrote what is read from the API server's audit log (tests/integration/k8s_audit.py), not from
+the monitors' own accounts: each replica's writes fall within the time it held the Lease, the
+holders' times do not overlap, and the Events name the holder as their reportingInstance.
 """
 
 from __future__ import annotations
@@ -15,7 +14,6 @@ from __future__ import annotations
 import json
 import signal
 from collections.abc import Iterator
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -29,6 +27,7 @@ from modm.services.monitor.k8s_scaler import KubernetesScaler
 from modm.services.monitor.leader import LeaseElector
 from modm.services.monitor.observations import Allocation, Decision
 from modm.services.monitor.settings import MonitorSettings
+from tests.integration.k8s_audit import Write, monitor_writes
 from tests.integration.k8s_monitor import (
     LARGE,
     MONITOR,
@@ -64,29 +63,6 @@ def log_records(process: ServiceProcess, message: str) -> list[dict]:
     lines = process.log_path.read_text(errors="replace").splitlines()
     records = [json.loads(line) for line in lines if line.startswith("{")]
     return [r for r in records if r["msg"] == message]
-
-
-@dataclass(frozen=True)
-class Write:
-    """One write the API server logged from a monitor replica."""
-
-    identity: str
-    at: datetime
-    resource: str  # deployments, deployments/scale, events, leases
-    name: str
-    code: int
-
-
-def monitor_writes(cluster: Cluster, ns: str) -> list[Write]:
-    writes = []
-    for entry in cluster.audit():
-        ref, agent = entry["objectRef"], entry.get("userAgent", "")
-        if ref.get("namespace") != ns or not agent.startswith("modm-monitor/"):
-            continue
-        resource = "/".join(filter(None, (ref["resource"], ref.get("subresource"))))
-        at = datetime.fromisoformat(entry["stageTimestamp"])
-        writes.append(Write(agent.split("/", 1)[1], at, resource, ref.get("name", ""), entry["responseStatus"]["code"]))
-    return writes
 
 
 def tenures(writes: list[Write]) -> dict[str, tuple[datetime, datetime]]:
