@@ -132,7 +132,7 @@ class SeaweedServer:
             f"-volume.port.grpc={grpc['volume']}",
             f"-filer.port={ports['filer']}",
             f"-filer.port.grpc={grpc['filer']}",
-            f"-filer.localSocket={self.folder / 'filer.sock'}",
+            "-filer.localSocket=filer.sock",  # relative to cwd (the folder): a socket path has 107 bytes at most
             f"-admin.port={ports['admin']}",
             f"-admin.port.grpc={grpc['admin']}",
             "-master.volumeSizeLimitMB=64",

@@ -66,3 +66,14 @@ def test_milvus_lite_opens_and_scans_without_a_traceback_or_warning(
         logging.getLogger("pymilvus.client.iterator.query_iterator").removeHandler(iterator)
     assert not warnings_and_worse(caplog)
     assert [r.getMessage() for r in iterator.records if r.levelno >= logging.WARNING] == []
+
+
+def test_seaweed_starts_in_a_folder_deeper_than_a_socket_path_allows(tmp_path: Path) -> None:
+    folder = tmp_path / ("a-rather-long-folder-name-" * 5) / "s3"
+    assert len(str(folder / "filer.sock")) > 107  # the most a Unix socket's path may hold
+    server = SeaweedServer(folder)
+    server.start()
+    try:
+        server.wait_ready(timeout_s=60)
+    finally:
+        server.stop()
