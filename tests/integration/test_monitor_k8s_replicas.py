@@ -158,6 +158,12 @@ def test_only_the_lease_holder_writes_and_a_stopped_or_killed_one_hands_over(
     for w in writes:  # every write, answered or refused, from a replica while it held the Lease
         first, last = held[w.identity]
         assert first <= w.at <= last + deadline, (w, held)
+    print(
+        f"\nFAULT monitor replicas: Lease taken {(b_took - a_gave_up).total_seconds():.2f} s after SIGTERM's release, "
+        f"{(c_took - b_last).total_seconds():.2f} s after the killed one's last renewal "
+        f"(Lease {duration.total_seconds():g} s); "
+        f"{sum(w.resource != 'leases' for w in writes)} writes, each within its sender's tenure"
+    )
     scaled = {w.identity for w in writes if w.resource == "deployments/scale"}
     assert "monitor-a" in scaled and "monitor-c" not in scaled, writes
     for process in processes:

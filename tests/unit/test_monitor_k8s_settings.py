@@ -1,4 +1,4 @@
-"""The Kubernetes scaler's settings, RBAC list, API retry pauses and the emulator's merge patch, without a server."""
+"""The Kubernetes scaler's settings, RBAC list and API retry pauses, without a server."""
 
 from __future__ import annotations
 
@@ -9,7 +9,6 @@ from pydantic import ValidationError
 from modm.services.monitor.k8s_api import Caller, KubernetesUnavailable
 from modm.services.monitor.k8s_scaler import REQUIRED_RBAC
 from modm.services.monitor.settings import MonitorSettings
-from tests.k8s_emulator import merge_patch
 
 
 def test_settings_come_from_the_monitor_env_prefix(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -40,12 +39,6 @@ def test_required_rbac_is_least_privilege() -> None:
         ("coordination.k8s.io", "leases", "create"),
         ("coordination.k8s.io", "leases", "update"),
     }
-
-
-def test_merge_patch_follows_rfc_7386() -> None:
-    target = {"a": "b", "c": {"d": "e", "f": "g"}}
-    assert merge_patch(target, {"a": "z", "c": {"f": None}}) == {"a": "z", "c": {"d": "e"}}
-    assert merge_patch({"a": [1, 2]}, {"a": [3]}) == {"a": [3]}
 
 
 def test_api_calls_back_off_exponentially_with_jitter_up_to_the_cap() -> None:
