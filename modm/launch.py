@@ -6,10 +6,12 @@ Used by `modm up` and by the integration tests (tests/procs.py builds on it).
 from __future__ import annotations
 
 import os
+import random
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -19,8 +21,46 @@ from typing import IO
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+_EPHEMERAL_RANGE = Path("/proc/sys/net/ipv4/ip_local_port_range")
+_LOWEST_PORT = 10_000
+_handed_out: set[int] = set()
+_handing_out = threading.Lock()
+
+
+def _below_ephemeral() -> range:
+    """Ports the kernel never gives an outgoing connection: below its ephemeral range (Linux's
+    default starts at 32768)."""
+    try:
+        low = int(_EPHEMERAL_RANGE.read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        low = 32768
+    return range(_LOWEST_PORT, max(low, _LOWEST_PORT + 1000))
+
 
 def free_port() -> int:
+    """A loopback port free now for a server that starts later (a child process binds it seconds
+    from now). Drawn at random below the kernel's ephemeral range, so no outgoing connection made
+    meanwhile can take it (with a port from bind(0) one sometimes did), and never the same port
+    twice in this process. For a port that a child binds at once, `ephemeral_port`."""
+    ports = _below_ephemeral()
+    with _handing_out:
+        for _ in range(1000):
+            port = random.choice(ports)
+            if port in _handed_out:
+                continue
+            with socket.socket() as sock:
+                try:
+                    sock.bind(("127.0.0.1", port))
+                except OSError:
+                    continue
+            _handed_out.add(port)
+            return port
+    raise RuntimeError(f"no free port found in {ports.start}-{ports.stop - 1}")
+
+
+def ephemeral_port() -> int:
+    """A port from the kernel's ephemeral range (bind to port 0), for a server started right
+    away: it can never be one that `free_port` planned for a server still to start."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])

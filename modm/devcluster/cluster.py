@@ -23,7 +23,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import ssl
 import subprocess
 import tempfile
@@ -36,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from modm.devcluster.pki import Authority, service_account_keys
+from modm.launch import free_port
 
 REPO = Path(__file__).resolve().parents[2]
 BUILD_SCRIPT = REPO / "scripts" / "build-k8s"
@@ -83,12 +83,6 @@ def find_binaries(build: bool = False) -> Path | None:
     if not build and done.returncode == 2:
         return None
     raise ClusterError(f"{' '.join(args)} failed with exit code {done.returncode}")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _b64(path: Path) -> str:

@@ -24,12 +24,13 @@ import contextlib
 import json
 import os
 import signal
-import socket
 import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
+
+from modm.launch import free_port
 
 if TYPE_CHECKING:
     import psutil
@@ -60,11 +61,7 @@ def _ports(data_dir: Path, proxy_port: int | None) -> dict[str, int]:
         if proxy_port is not None and proxy_port != ports["proxy_port"]:
             raise ValueError(f"{data_dir} was served on port {ports['proxy_port']}, not {proxy_port}")
         return ports
-    with contextlib.ExitStack() as held:  # keep each bound until all are chosen: distinct ports
-        sockets = [held.enter_context(socket.socket()) for _ in PORT_KEYS]
-        for sock in sockets:
-            sock.bind(("127.0.0.1", 0))
-        ports = {key: int(sock.getsockname()[1]) for key, sock in zip(PORT_KEYS, sockets, strict=True)}
+    ports = {key: free_port() for key in PORT_KEYS}  # distinct, kept by the folder for every restart
     if proxy_port is not None:
         ports["proxy_port"] = proxy_port
     data_dir.mkdir(parents=True, exist_ok=True)

@@ -27,13 +27,9 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from modm.launch import ephemeral_port
+
 log = logging.getLogger(__name__)
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket() as sock:
-        sock.bind((host, 0))
-        return int(sock.getsockname()[1])
 
 
 def find_weed(explicit: str | None = None) -> str:
@@ -110,9 +106,9 @@ class SeaweedServer:
             "actions": ["Admin", "Read", "Write", "List", "Tagging"],
         }
         config.write_text(json.dumps({"identities": [identity]}))
-        self.s3_port = self.s3_port or free_port()
-        ports = {name: free_port() for name in ("master", "volume", "filer", "admin")}
-        grpc = {name: free_port() for name in ("master", "volume", "filer", "admin", "s3")}
+        self.s3_port = self.s3_port or ephemeral_port()
+        ports = {name: ephemeral_port() for name in ("master", "volume", "filer", "admin")}
+        grpc = {name: ephemeral_port() for name in ("master", "volume", "filer", "admin", "s3")}
         args = [
             self.weed,
             "mini",
