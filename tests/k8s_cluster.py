@@ -4,9 +4,9 @@ It starts the cluster through modm.devcluster, the code behind scripts/local-clu
 run what a person runs: etcd, kube-apiserver (RBAC, ServiceAccount tokens), kube-controller-manager,
 kube-scheduler and kwok on 127.0.0.1, with 8 NVIDIA GPUs on two nodes, 2 AMD GPUs on one node and a
 CPU node. The binaries come from scripts/build-k8s's cache. Where they are missing the tests skip,
-except under CI=true (or MODM_BUILD_K8S=1), where the fixture builds them through that script first:
-~14 CPU-minutes once per machine (longer on a loaded one), hence the long timeout that `K8S_BUILD_TIMEOUT` gives the
-modules that use the fixture.
+except under CI=true (or MODM_BUILD_K8S=1), where the fixture builds them through that script
+first: ~6 minutes once per machine on 2 idle cores (longer on a loaded one), hence the long
+timeout that `K8S_BUILD_TIMEOUT` gives the modules that use the fixture.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ def k8s_binaries() -> Path:
     found = find_binaries(build=build)
     if found is None:
         pytest.skip(
-            "the Kubernetes binaries are not built: run scripts/build-k8s (~14 CPU-min once) or set MODM_BUILD_K8S=1"
+            "the Kubernetes binaries are not built: run scripts/build-k8s (~6 min once) or set MODM_BUILD_K8S=1"
         )
     return found
 

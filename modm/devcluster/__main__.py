@@ -33,7 +33,7 @@ def main(argv: list[str] | None = None) -> int:
     start.add_argument("--gpus-per-node", type=int, default=4, help="GPUs on each GPU node (default 4)")
     start.add_argument("--cpu-nodes", type=int, default=1, help="nodes without GPUs (default 1)")
     start.add_argument(
-        "--build", action="store_true", help="build the binaries first when missing (~14 CPU-minutes once)"
+        "--build", action="store_true", help="build the binaries first when missing (~6 minutes once on 2 cores)"
     )
     start.add_argument("--timeout", type=float, default=180.0, help="seconds to wait for readiness (default 180)")
     sub.add_parser("down", parents=[where], help="stop the cluster and remove its folder")

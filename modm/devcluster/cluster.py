@@ -67,7 +67,7 @@ def default_dir() -> Path:
 
 def find_binaries(build: bool = False) -> Path | None:
     """The folder with the six binaries: $MODM_K8S_BIN, else scripts/build-k8s's cache. With
-    `build`, runs scripts/build-k8s when they are missing (~14 CPU-minutes the first time);
+    `build`, runs scripts/build-k8s when they are missing (~6 minutes the first time on 2 idle cores);
     without it, None when they are missing."""
     env = os.environ.get("MODM_K8S_BIN")
     if env:
@@ -531,7 +531,7 @@ def up(
         raise ClusterError(f"{folder} exists and is not a local cluster's folder; choose another --dir")
     bin_dir = bin_dir or find_binaries(build=build)
     if bin_dir is None:
-        raise ClusterError("the Kubernetes binaries are not built: run scripts/build-k8s (~14 CPU-minutes once)")
+        raise ClusterError("the Kubernetes binaries are not built: run scripts/build-k8s (~6 minutes once on 2 cores)")
     bin_dir = Path(bin_dir)
     versions = json.loads((bin_dir.parent / "versions.json").read_text())
     kube_version = versions["kubernetes"]
