@@ -42,7 +42,11 @@ class WorkerSettings(ServiceSettings):
         None, description="Emulated device: a shipped profile's name or a profile file (TOML); it sets the role."
     )
     time_scale: float = Field(
-        1.0, gt=0, le=1000, description="Emulated device: multiplies every emulated duration (load, overhead, steps)."
+        1.0,
+        ge=0,
+        le=1000,
+        description="Emulated device: multiplies every emulated duration (load, overhead, steps); 0 answers at "
+        "once, so what is measured is the serving system alone.",
     )
     profile_out: Path | None = Field(
         None, description="Write this worker's measured profile here (TOML) after warm-up, before serving."
