@@ -175,6 +175,7 @@ class SloAwarePolicy:
         small_room = max(0.0, room * small_servers - hits * hit_small_s) / degraded_s
         degraded = min(max(0.0, misses - room * large_servers / miss_s), small_room) if degrade else 0.0
         large_backlog, small_backlog = float(window.large.queue_depth), float(window.small.queue_depth)
+        moved = 0.0
         if degrade:  # idle small workers take queued misses the large pool would not reach in time
             reachable = large_servers * max(0.0, fleet.slo_seconds - miss_s) / miss_s
             moved = max(0.0, large_backlog - reachable)
@@ -197,9 +198,13 @@ class SloAwarePolicy:
         if total > 0:
             mean = sum(r * x for r, x in zip(rates, responses, strict=True)) / total
             over = sum(r * x for r, x in zip(rates, overs, strict=True)) / total
-            degraded_share = degraded / total
         else:
-            mean, over, degraded_share = 0.0, 0.0, 0.0
+            mean, over = 0.0, 0.0
+        # Of the requests the horizon serves (its arrivals and the queues already waiting), those
+        # degraded: queued misses moved to the small pool count too, so a split that relies on
+        # moving them pays for it and, when chosen, tells the router to degrade.
+        serves = total * self.horizon_s + window.large.queue_depth + window.small.queue_depth
+        degraded_share = (degraded * self.horizon_s + moved) / serves if serves > 0 else 0.0
         prediction = Prediction(large_f.utilisation, small_f.utilisation, mean, over, degraded_share)
         latency = min(mean / fleet.slo_seconds, self.latency_cap)
         score = over + self.latency_weight * latency + self.degraded_weight * degraded_share
