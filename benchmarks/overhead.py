@@ -180,7 +180,8 @@ def overhead_summary(records: Sequence[RequestRecord], fleet: Fleet) -> dict[str
             "lookup": stage(ok, "lookup_seconds"),
             "embed": stage([r for r in ok if r.outcome != "exact_repeat"], "embed_seconds"),
             "search": stage([r for r in ok if r.outcome != "exact_repeat"], "search_seconds"),
-            "fetch": stage(reused, "fetch_seconds"),
+            # An exact repeat answered from an identical request's generation (single-flight) fetches nothing.
+            "fetch": stage([r for r in reused if r.timings["fetch_seconds"] > 0], "fetch_seconds"),
             "queue": stage(ok, "queue_seconds"),
             "worker_call_zero_time": stage(by_outcome["hit"] + by_outcome["miss"], "generate_seconds"),
         },
@@ -601,7 +602,7 @@ def markdown(report: Mapping[str, Any]) -> str:
         "",
         f"Zero-time emulated devices ({setup['large_profile']} large, {setup['small_profile']} small); the cache "
         f"seeded with {setup['seeded_entries']} photo-like {setup['image']['side']}x{setup['image']['side']} PNGs "
-        f"of {setup['image']['mean_bytes'] / 1e6:.2f} MB.",
+        f"of {setup['image']['mean_bytes'] / 1e6:.2f} MB; OMP_NUM_THREADS of the stack: {setup['omp_threads']}.",
         "",
         f"## Router and cache time per request at {setup['gpus']} GPUs' rate",
         "",
@@ -623,7 +624,13 @@ def markdown(report: Mapping[str, Any]) -> str:
             f"- hit at the median k = {device['median_k']} of {device['total_steps']}: {device['hit_s']:.2f} s "
             f"({setup['small_profile']} img2img, {device['hit_steps']} steps)"
         )
-    lines.append(f"- router + cache over device time: {summary['system_over_device']}")
+    ratios = summary["system_over_device"]
+    lines += [
+        f"- router + cache at p50 / p99 over the {name}'s device time: {ratios[f'p50_over_{name}']:.2%} / "
+        f"{ratios[f'p99_over_{name}']:.2%}"
+        for name in ("hit", "miss")
+        if f"p50_over_{name}" in ratios
+    ]
     hist = at_rate["stage_histograms"]
     lines += ["", "The router's `modm_router_stage_seconds` over the same requests:", ""]
     lines += [
@@ -795,6 +802,7 @@ def main() -> None:
             "large_profile": args.large_profile,
             "small_profile": args.small_profile,
             "time_scale": 0,
+            "omp_threads": args.omp_threads or "library default",
             "trace": str(args.trace.relative_to(ROOT)) if args.trace.is_relative_to(ROOT) else str(args.trace),
             "seeded_entries": len(seeded),
             "image": {"side": 1024, "format": "png", "mean_bytes": round(statistics.fmean(sizes))},

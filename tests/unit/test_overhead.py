@@ -84,13 +84,16 @@ def test_the_overhead_summary_splits_outcomes_and_stages_and_sets_them_against_t
         served("exact_repeat", total=0.01),
         served("miss", error="RESOURCE_EXHAUSTED"),
     ]
+    shared = served("exact_repeat", total=0.01)  # answered from an identical request's flight: no fetch
+    shared.timings["fetch_seconds"] = 0.0
+    records.append(shared)
     summary = overhead.overhead_summary(records, FLEET)
-    assert (summary["requests"], summary["errors"]) == (4, 1)
-    assert summary["outcomes"] == {"miss": 1, "hit": 1, "exact_repeat": 1}
-    assert summary["system_ms"]["p50"] == pytest.approx(19.0)
+    assert (summary["requests"], summary["errors"]) == (5, 1)
+    assert summary["outcomes"] == {"miss": 1, "hit": 1, "exact_repeat": 2}
+    assert summary["system_ms"]["p50"] == pytest.approx(10.0)
     assert summary["system_ms_by_outcome"]["hit"]["p50"] == pytest.approx(30.0)
     assert summary["stages_ms"]["embed"]["n"] == 2  # an exact repeat embeds nothing
-    assert summary["stages_ms"]["fetch"]["n"] == 2  # a miss fetches nothing
+    assert summary["stages_ms"]["fetch"]["n"] == 2  # neither a miss nor a shared flight fetches
     assert summary["device"] == {
         "miss_s": round(MISS_S, 4),
         "median_k": 25,
@@ -98,7 +101,7 @@ def test_the_overhead_summary_splits_outcomes_and_stages_and_sets_them_against_t
         "hit_steps": 15,
         "hit_s": round(HIT_K25_S, 4),
     }
-    assert summary["system_over_device"]["p50_over_hit"] == pytest.approx(0.019 / HIT_K25_S, rel=1e-3)
+    assert summary["system_over_device"]["p50_over_hit"] == pytest.approx(0.010 / HIT_K25_S, rel=1e-3)
 
 
 def test_a_level_counts_what_was_answered_in_its_window_and_the_cpu_per_request() -> None:
@@ -191,6 +194,7 @@ def test_the_markdown_gives_the_numbers_and_flags_a_shared_machine() -> None:
             "large_profile": "sd3.5-large-a100",
             "small_profile": "sdxl-a100",
             "seeded_entries": 500,
+            "omp_threads": 1,
             "image": {"side": 1024, "mean_bytes": 1_600_000},
         },
         "overhead_at_fleet_rate": {
@@ -206,5 +210,6 @@ def test_the_markdown_gives_the_numbers_and_flags_a_shared_machine() -> None:
     }
     text = overhead.markdown(report)
     assert "Rate 12.90 req/s" in text and "hit at the median k = 25 of 50: 1.92 s" in text
+    assert "over the hit's device time: 0.99% / 1.57%" in text
     assert "0.50 -> 4.20 **(over 3: shared machine)**" in text
     assert "Most: **1.0 req/s** at C = 1; busiest process: router" in text
