@@ -25,7 +25,9 @@ and hits fetch, move and re-encode real-sized images.
 Each run records /proc/loadavg before and after (a 1-minute value over 3 on this 2-core machine
 flags a shared machine). Writes report.json and report.md to --out.
 
-    .venv/bin/python benchmarks/overhead.py                # ~8 minutes; docs/bench/scale/overhead
+    .venv/bin/python benchmarks/overhead.py    # 6 to 8 minutes; writes docs/bench/scale/overhead
+
+docs/bench/scale/overhead/README.md gives the method in full and the second run (torch's threads).
 """
 
 from __future__ import annotations
@@ -598,7 +600,7 @@ def markdown(report: Mapping[str, Any]) -> str:
         "# The serving system's own overhead",
         "",
         f"Command: `{report['command']}` ({report['wall_s']:.0f} s on {report['machine']['cores']} cores; "
-        f"{report['machine']['cpu']}). The method is in [README.md](README.md).",
+        f"{report['machine']['cpu']}). The method: `docs/bench/scale/overhead/README.md`.",
         "",
         f"Zero-time emulated devices ({setup['large_profile']} large, {setup['small_profile']} small); the cache "
         f"seeded with {setup['seeded_entries']} photo-like {setup['image']['side']}x{setup['image']['side']} PNGs "
