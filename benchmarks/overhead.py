@@ -730,7 +730,7 @@ def main() -> None:
     if len(measured) < args.measure:
         parser.error(f"{args.trace} has {len(trace)} requests: fewer than seed + calibrate + measure")
     near = distinct(r.prompt for r in trace[args.seed_requests :] if r.extra.get("kind") == "near")
-    candidates = [p for p in near if p not in set(seeded)][: 4 * args.pool]
+    candidates = [p for p in near if p not in set(seeded)][: 6 * args.pool]  # about a quarter of them are hits
 
     def log(line: str) -> None:
         print(f"[{time.monotonic() - started:6.1f}s] {line}", flush=True)
