@@ -7,7 +7,10 @@ the machine's few cores, and a run is only a result if the machine kept up:
 - the large-only run reaches at least `MIN_CAPACITY_RATIO` of what its GPUs can serve: N images
   per image time (its profile's, time-scaled), since a closed loop keeps every GPU busy;
 - the router and the cache each used at most `MAX_CPU_SHARE` of one core over the run (both are
-  mostly one Python thread: near a full core, they would be what caps the fleet).
+  mostly one Python thread: near a full core, they would be what caps the fleet);
+- the machine's 1-minute load average stayed at most `MAX_LOAD_PER_CORE` per core during the
+  measured phase (3 on a 2-core machine): beyond it, processes waited for a core, whatever their
+  own share was.
 
 A run that fails is capped by the machine: its numbers are kept, flagged, and not reported as
 results.
@@ -18,6 +21,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from modm.bench.records import RequestRecord
@@ -31,31 +35,33 @@ MIN_CAPACITY_RATIO = 0.95
 # at least one call's time (at the time scales the fleet runs at, tenths of a second).
 SAME_CALL_S = 0.05
 MAX_CPU_SHARE = 0.5  # of one core, each of the router and the cache
+MAX_LOAD_PER_CORE = 1.5
 CHECKED_CPU = ("router", "cache")
 # What each process of a stack is, by the module it runs (`python -m ...`); anything a cache
 # starts (its embedded S3 and Milvus servers) counts as the cache.
 KINDS = {"modm.services.router": "router", "modm.services.cache": "cache", "modm.services.worker": "workers"}
 
 
-def saturation_rps(records: Sequence[RequestRecord]) -> float | None:
-    """Requests served per second while a closed loop kept the stack saturated.
+def saturation_rps(records: Sequence[RequestRecord], start: float = 0.0) -> float | None:
+    """Requests served per second while a closed loop kept the stack saturated, from `start` (its
+    measured phase; the warm-up's records are still needed for the calls running then).
 
-    The loop is saturated from its start until its last request is sent (then fewer clients
-    remain than it had). Counting the requests answered by then would miss the work in progress
-    at the end, up to a batch per GPU, so each call a worker was running then counts by the share
-    of it done. A worker's calls are its answers that arrived together (within `SAME_CALL_S`); a
-    call began when the worker had finished its previous one and held every request of it (the
-    router's worker call, `generate_seconds`, includes waiting in the worker's queue). Exact
-    repeats, which no worker runs, count when answered. None without an answer or a span.
+    The loop is saturated until its last request is sent (then fewer clients remain than it had).
+    Counting the requests answered in that span would miss the work in progress at its ends, up
+    to a batch per GPU, so each call counts by the share of it done within the span. A worker's
+    calls are its answers that arrived together (within `SAME_CALL_S`); a call began when the
+    worker had finished its previous one and held every request of it (the router's worker call,
+    `generate_seconds`, includes waiting in the worker's queue). Exact repeats, which no worker
+    runs, count when answered. None without an answer or a span.
     """
     ok = [r for r in records if r.ok]
     end = max((r.sent_s for r in records), default=0.0)
-    if not ok or end <= 0:
+    if not ok or end <= start:
         return None
     answers: dict[str, list[RequestRecord]] = {}
     for r in ok:
         answers.setdefault(r.worker, []).append(r)
-    served = float(sum(r.done_s <= end for r in answers.pop("", [])))
+    served = float(sum(start < r.done_s <= end for r in answers.pop("", [])))
     for mine in answers.values():
         mine.sort(key=lambda r: r.done_s)
         calls: list[list[RequestRecord]] = []
@@ -69,11 +75,20 @@ def saturation_rps(records: Sequence[RequestRecord]) -> float | None:
             finished = call[0].done_s
             began = max(previous, *(r.done_s - r.timings.get("generate_seconds", 0.0) for r in call))
             previous = finished
-            if finished <= end:
-                served += len(call)
-            elif began < end:
-                served += len(call) * (end - began) / (finished - began)
-    return served / end
+            if finished <= began:
+                share = 1.0 if start < finished <= end else 0.0
+            else:
+                share = max(0.0, min(finished, end) - max(began, start)) / (finished - began)
+            served += len(call) * share
+    return served / (end - start)
+
+
+def load_average(path: Path = Path("/proc/loadavg")) -> float | None:
+    """The machine's 1-minute load average (None where the system does not publish it)."""
+    try:
+        return float(path.read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
 
 
 @dataclass(frozen=True)
@@ -83,6 +98,8 @@ class Check:
     cpu_share: dict[str, float] = field(default_factory=dict)
     capacity_ratio: float | None = None
     failures: tuple[str, ...] = ()
+    max_load: float | None = None  # the 1-minute load average's peak over the measured phase
+    load_limit: float | None = None
 
     @property
     def capped_by_machine(self) -> bool:
@@ -94,6 +111,8 @@ class Check:
             "max_cpu_share": MAX_CPU_SHARE,
             "capacity_ratio": self.capacity_ratio,
             "min_capacity_ratio": MIN_CAPACITY_RATIO,
+            "max_load_average": self.max_load,
+            "load_average_limit": self.load_limit,
             "failures": list(self.failures),
         }
 
@@ -105,8 +124,11 @@ def check(
     cpu_seconds: dict[str, float],
     saturation_wall_rps: float | None,
     capacity_rps: float | None,
+    loads: Sequence[float] = (),
+    cores: int = 0,
 ) -> Check:
-    """The check of a run (`capacity_rps`: what the large model alone can serve, wall clock)."""
+    """The check of a run (`capacity_rps`: what the large model alone can serve, wall clock;
+    `loads`: the 1-minute load averages read during its measured phase, on `cores` cores)."""
     shares = {kind: round(seconds / duration_s, 4) for kind, seconds in cpu_seconds.items()} if duration_s > 0 else {}
     failures = [
         f"the {kind} used {shares[kind]:.0%} of a core (limit {MAX_CPU_SHARE:.0%})"
@@ -121,7 +143,11 @@ def check(
                 f"large-only served {ratio:.0%} of its GPUs' capacity ({capacity_rps:.2f} req/s; "
                 f"needs {MIN_CAPACITY_RATIO:.0%})"
             )
-    return Check(shares, ratio, tuple(failures))
+    peak = max(loads, default=None)
+    limit = MAX_LOAD_PER_CORE * cores if cores else None
+    if peak is not None and limit is not None and peak > limit:
+        failures.append(f"the machine's 1-minute load average reached {peak:.2f} (limit {limit:g} on {cores} cores)")
+    return Check(shares, ratio, tuple(failures), peak, limit)
 
 
 def large_capacity_rps(profile: DeviceProfile, gpus: int, requests: Sequence[TraceRequest]) -> float:

@@ -19,7 +19,7 @@ def draw(out: Path, runs: Mapping[str, Run], report: dict[str, Any]) -> list[Pat
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from modm.bench.report import rolling_hit_rate
+    from modm.bench.report import rolling_hit_rate, scaled_runs
 
     paths = []
 
@@ -110,4 +110,26 @@ def draw(out: Path, runs: Mapping[str, Run], report: dict[str, Any]) -> list[Pat
     for axis in axes:
         axis.grid(alpha=0.3)
     save(figure, "throughput.png", "Throughput")
+
+    fleets = scaled_runs(report)
+    if fleets:
+        pairs = sorted(fleets)
+        figure, axes = plt.subplots(2, len(pairs), figsize=(5.5 * len(pairs), 8), squeeze=False)
+        for column, pair in enumerate(pairs):
+            top, bottom = axes[0][column], axes[1][column]
+            for mode, points in sorted(fleets[pair].items()):
+                gpus = [g for g, _ in points]
+                top.plot(gpus, [s["saturation_rps"] for _, s in points], marker="o", label=mode)
+                if mode == "modm":
+                    bottom.plot(gpus, [s.get("speedup") for _, s in points], marker="o", label="modm / large-only")
+                    bottom.plot(gpus, [s.get("bound") for _, s in points], marker="x", linestyle="--", label="bound")
+            top.set_title(pair, fontsize="medium")
+            top.set_ylabel("saturation (requests/s, GPU time)")
+            bottom.set_ylabel("speedup over large-only")
+            for axis in (top, bottom):
+                axis.set_xscale("log", base=2)
+                axis.set_xlabel("GPUs")
+                axis.grid(alpha=0.3)
+                axis.legend(fontsize="small")
+        save(figure, "scale.png", "Capacity by fleet size (one router; capped runs left out)")
     return paths

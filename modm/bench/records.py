@@ -8,6 +8,7 @@ be redrawn, or runs from different sessions compared, without replaying.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Literal, TypeVar
@@ -52,6 +53,7 @@ class RequestRecord:
     error_detail: str = ""
     image: str = ""  # file name under the run's images/ folder, when images are kept
     clip_score: float | None = None  # filled by eval
+    warmup: bool = False  # sent in a closed loop's warm-up: not measured (modm.bench.phases)
 
     @property
     def ok(self) -> bool:
@@ -78,16 +80,26 @@ class StatsSample:
     pools: dict[str, dict[str, float]]  # pool -> workers, queue_depth, in_flight, capacity
     workers: list[dict[str, Any]]  # address, pool, model_id, profiled_seconds_per_step, ...
     degrade_override: bool = False  # the monitor told the router to degrade misses (when it runs)
+    # With several routers: each worker's requests in flight summed over all of them (each router
+    # counts only its own, so only the sum shows a worker given more than its capacity).
+    fleet_in_flight: dict[str, int] = field(default_factory=dict)
 
     @classmethod
-    def from_stats(cls, at: float, stats: dict[str, Any]) -> StatsSample:
+    def from_stats(cls, at: float, stats: dict[str, Any], others: Sequence[dict[str, Any]] = ()) -> StatsSample:
+        """A sample of `stats`, the first router's; `others`: the other routers' at the same time."""
         pools = {
             p["pool"]: {k: float(p.get(k, 0)) for k in ("workers", "queue_depth", "in_flight", "capacity")}
             for p in stats.get("pools", [])
         }
         keep = ("address", "pool", "model_id", "family", "healthy", "profiled_seconds_per_step")
         keep += ("profiled_overhead_seconds", "completed", "mean_service_seconds", "mean_seconds_per_step")
+        keep += ("capacity", "in_flight")
         workers = [{k: w.get(k) for k in keep} for w in stats.get("workers", [])]
+        fleet: dict[str, int] = {}
+        if others:
+            for each in (stats, *others):
+                for w in each.get("workers", []):
+                    fleet[w["address"]] = fleet.get(w["address"], 0) + int(w.get("in_flight", 0))
         return cls(
             at=round(at, 3),
             hit_rate=float(stats.get("hit_rate", 0.0)),
@@ -96,6 +108,7 @@ class StatsSample:
             pools=pools,
             workers=workers,
             degrade_override=bool((stats.get("degrade_override") or {}).get("degrade_misses", False)),
+            fleet_in_flight=fleet,
         )
 
 
@@ -119,6 +132,14 @@ class RunInfo:
     capacity_rps: float | None = None  # wall req/s the GPUs serve on the large model alone (emulated)
     cpu_seconds: dict[str, float] = field(default_factory=dict)  # the stack's, by process kind, over the replay
     rss_mib: dict[str, float] = field(default_factory=dict)  # the stack's resident memory at the end
+    # A closed loop's measured phase began here (seconds after the replay's start; requests sent
+    # before are its warm-up), and whether the fleet's split had settled by then (None: no wait).
+    measure_start_s: float = 0.0
+    settled: bool | None = None
+    routers: int = 1  # routers over the same workers, the clients spread over them round robin
+    router_metrics: list[dict[str, Any]] = field(default_factory=list)  # each router's counters at the end
+    load_average: list[list[float]] = field(default_factory=list)  # [seconds, the machine's 1-minute load]
+    cores: int = 0  # the machine's cores the run had
 
 
 T = TypeVar("T")
@@ -145,6 +166,11 @@ class Run:
     info: RunInfo
     records: list[RequestRecord]
     samples: list[StatsSample]
+
+    @property
+    def measured(self) -> list[RequestRecord]:
+        """The requests of the measured phase (all of them unless a closed loop warmed up)."""
+        return [r for r in self.records if not r.warmup]
 
     def save(self, folder: Path) -> None:
         folder.mkdir(parents=True, exist_ok=True)

@@ -4,10 +4,14 @@ Numbers per run: throughput (completed requests over the time from the first sen
 reply), latency as the client saw it (mean, p50, p99), serving time (latency less the wait in
 the router's queue), the share of requests over the SLO (errors count as over), outcomes,
 hit rate, the k distribution and the denoising steps each pool ran (the work, apart from
-time). A closed-loop run adds its saturation throughput, and an emulated fleet's run the harness
-check (`modm.bench.harness`). Runs are grouped by fleet (GPUs and model pair); within a group:
-the speedup of modm over large-only in mean latency, mean serving time, throughput and
-saturation throughput, next to the bound (`modm.bench.bound`).
+time), all over the measured requests (a closed loop's warm-up is left out). A closed-loop run
+adds its saturation throughput over the measured phase, the split the pools had then and the
+slots the monitor switched in each phase, and an emulated fleet's run the harness check
+(`modm.bench.harness`). Runs are grouped by fleet (GPUs and model pair); within a group: the
+speedup of each modm run (one router, or several) over large-only in mean latency, mean serving
+time, throughput and saturation throughput, next to the bound (`modm.bench.bound`). A run with
+several routers also reports whether they gave a worker more than its capacity between them,
+and their retries and refusals.
 
 Times are the run's wall-clock seconds, except `saturation_rps`: requests per second of the
 emulated GPUs' own time (the wall rate times the fleet's time scale), what the real fleet would
@@ -27,7 +31,8 @@ from pathlib import Path
 from typing import Any
 
 from modm.bench import harness
-from modm.bench.bound import Bound, cost_ratio_of, hit_rate_of, kappa_of
+from modm.bench.bound import MIN_SECONDS_PER_STEP, Bound, cost_ratio_of, hit_rate_of, kappa_of
+from modm.bench.phases import switches
 from modm.bench.records import MODES, RequestRecord, Run, StatsSample
 
 PLOTS = ("latency.png", "hit_rate.png", "k_distribution.png", "allocation.png", "throughput.png")
@@ -53,7 +58,7 @@ def _spread(values: Sequence[float]) -> dict[str, float]:
 
 
 def summarize(run: Run, slo_s: float) -> dict[str, Any]:
-    records = run.records
+    records = run.measured
     ok = [r for r in records if r.ok]
     first = min((r.sent_s for r in records), default=0.0)
     last = max((r.done_s for r in ok), default=first)
@@ -108,10 +113,11 @@ def _round(value: float | None, digits: int = 4) -> float | None:
 
 
 def _allocation(run: Run) -> dict[str, dict[str, float]]:
-    """Workers per pool over the run's Stats samples: least, most and mean of the samples."""
+    """Workers per pool over the Stats samples of the measured phase: least, most and mean."""
     out: dict[str, dict[str, float]] = {}
+    measured = [s for s in run.samples if s.at >= run.info.measure_start_s]
     for pool in ("large", "small"):
-        counts = [s.pools[pool]["workers"] for s in run.samples if pool in s.pools]
+        counts = [s.pools[pool]["workers"] for s in measured if pool in s.pools]
         if counts:
             out[pool] = {"min": min(counts), "max": max(counts), "mean": round(statistics.fmean(counts), 3)}
     return out
@@ -170,11 +176,13 @@ def compare(
 
 
 def fleet_summary(run: Run, c: float | None) -> dict[str, Any]:
-    """The fleet fields of a run: what it ran on, its saturation throughput and its harness check
-    (an emulated fleet's run; None where nothing was measured)."""
+    """The fleet fields of a run: what it ran on, its phases, its saturation throughput and its
+    harness check (an emulated fleet's run; None where nothing was measured)."""
     info = run.info
     gpus, pair = fleet_of(run)
-    wall = harness.saturation_rps(run.records) if info.concurrency else None
+    start = info.measure_start_s
+    wall = harness.saturation_rps(run.records, start) if info.concurrency else None
+    loads = [value for at, value in info.load_average if at >= start]
     checked = None
     if info.cpu_seconds:
         checked = harness.check(
@@ -183,26 +191,94 @@ def fleet_summary(run: Run, c: float | None) -> dict[str, Any]:
             cpu_seconds=info.cpu_seconds,
             saturation_wall_rps=wall,
             capacity_rps=info.capacity_rps,
+            loads=loads,
+            cores=info.cores,
         )
+    moved = switches(run.samples)
+    last_sent = max((r.sent_s for r in run.records), default=start)
     return {
         "gpus": gpus,
         "pair": pair,
         "policy": info.policy,
+        "routers": info.routers,
         "time_scale": info.time_scale,
         "concurrency": info.concurrency,
         "saturation_rps": _round(wall * info.time_scale if wall is not None else None),
         "saturation_rps_wall": _round(wall),
         "c": _round(c),
+        "phases": {
+            "warmup_requests": sum(r.warmup for r in run.records),
+            "warmup_s": round(start, 3),
+            "measured_s": round(max(0.0, last_sent - start), 3),
+            "settled": info.settled,
+            "switches_warmup": sum(at < start for at in moved),
+            "switches_measured": sum(at >= start for at in moved),
+        },
+        "load_average": {"max": max(loads, default=None), "samples": len(loads), "cores": info.cores},
         "capped_by_machine": None if checked is None else checked.capped_by_machine,
         "harness": None if checked is None else checked.to_dict(),
         "cpu_seconds": info.cpu_seconds,
         "rss_mib": info.rss_mib,
+        "work_split": work_split(run) if info.mode == "modm" else None,
+        "dispatch": dispatch_summary(run) if info.routers > 1 or info.router_metrics else None,
     }
 
 
-def _order(run: Run) -> tuple[int, str, int]:
+def work_split(run: Run) -> dict[str, float] | None:
+    """The split the measured phase's work asks for: each pool's share of the GPU seconds its
+    requests took on their workers' profiles (overhead + steps run x seconds per step, batch 1),
+    times the fleet's GPUs. A saturated fleet serves the most when its pools have these shares;
+    what the monitor chose is in `allocation`. None without both pools' profiles."""
+    profile: dict[str, tuple[list[float], list[float]]] = {}
+    for sample in run.samples:
+        for w in sample.workers:
+            if (w.get("profiled_seconds_per_step") or 0.0) > MIN_SECONDS_PER_STEP:
+                per_step, overhead = profile.setdefault(str(w.get("pool")), ([], []))
+                per_step.append(float(w["profiled_seconds_per_step"]))
+                overhead.append(float(w.get("profiled_overhead_seconds") or 0.0))
+    if set(profile) < {"large", "small"}:
+        return None
+    seconds = dict.fromkeys(("large", "small"), 0.0)
+    for r in run.measured:
+        if r.ok and r.pool in seconds:
+            per_step, overhead = profile[r.pool]
+            seconds[r.pool] += statistics.fmean(overhead) + r.steps_run * statistics.fmean(per_step)
+    total = sum(seconds.values())
+    if total <= 0:
+        return None
+    share = seconds["large"] / total
+    return {"large_share": round(share, 4), "large_gpus": round(share * fleet_of(run)[0], 2)}
+
+
+def dispatch_summary(run: Run) -> dict[str, Any]:
+    """What the routers did to the workers over the measured phase: how often a worker held more
+    than its capacity between all routers (only the sum shows it), retries and refusals."""
+    measured = [s for s in run.samples if s.at >= run.info.measure_start_s and s.fleet_in_flight]
+    seen = over = 0
+    excess = 0
+    for sample in measured:
+        capacity = {str(w.get("address")): int(w.get("capacity") or 0) for w in sample.workers}
+        for address, in_flight in sample.fleet_in_flight.items():
+            if capacity.get(address):
+                seen += 1
+                over += in_flight > capacity[address]
+                excess = max(excess, in_flight - capacity[address])
+    records = run.measured
+    return {
+        "routers": run.info.routers,
+        "worker_samples": seen,
+        "over_capacity_share": round(over / seen, 4) if seen else None,
+        "most_over_capacity": excess if seen else None,
+        "retried_requests": sum(r.attempts > 1 for r in records if r.ok),
+        "errors": dict(Counter(r.error for r in records if not r.ok)),
+        "large_took_hit": sum(r.large_took_hit for r in records),
+        "router_metrics": run.info.router_metrics,
+    }
+
+
+def _order(run: Run) -> tuple[str, int, int, int]:
     gpus, pair = fleet_of(run)
-    return gpus, pair, MODES.index(run.info.mode)
+    return pair, gpus, MODES.index(run.info.mode), run.info.routers
 
 
 def build(
@@ -210,27 +286,36 @@ def build(
 ) -> dict[str, Any]:
     """The report of runs keyed by their folder's name (their `id`)."""
     ordered = dict(sorted(runs.items(), key=lambda item: _order(item[1])))
-    groups: dict[tuple[int, str], dict[str, str]] = {}  # fleet -> mode -> id
+    groups: dict[tuple[int, str], dict[tuple[str, int], str]] = {}  # fleet -> (mode, routers) -> id
     for rid, run in ordered.items():
-        groups.setdefault(fleet_of(run), {})[run.info.mode] = rid
+        groups.setdefault(fleet_of(run), {})[(run.info.mode, run.info.routers)] = rid
     summaries: dict[str, dict[str, Any]] = {}
     comparisons = []
     for (gpus, pair), ids in groups.items():
         c = cost_ratio([sample for rid in ids.values() for sample in ordered[rid].samples])
         for rid in ids.values():
             summaries[rid] = {"id": rid} | summarize(ordered[rid], slo_s) | fleet_summary(ordered[rid], c[0])
-        by_mode = {mode: summaries[rid] for mode, rid in ids.items()}
-        comparison = compare({mode: ordered[rid] for mode, rid in ids.items()}, by_mode, c)
-        if comparison is None:
+        bases = sorted((routers, rid) for (mode, routers), rid in ids.items() if mode == "large-only")
+        if not bases:
             continue
-        modm, base = by_mode["modm"], by_mode["large-only"]
-        modm["speedup"] = comparison.get("speedup_saturation")
-        modm["bound"] = comparison.get("bound", {}).get("speedup")
-        if base["capped_by_machine"] and modm["harness"] is not None:  # modm's speedup rests on it
-            modm["capped_by_machine"] = True
-            modm["harness"]["failures"].append("its large-only run, the speedup's base, was capped by the machine")
-        capped = {"capped_by_machine": modm["capped_by_machine"]}
-        comparisons.append({"gpus": gpus, "pair": pair} | capped | comparison)
+        base_id = bases[0][1]  # one router's, when there is one
+        base = summaries[base_id]
+        for (mode, routers), rid in ids.items():
+            if mode != "modm":
+                continue
+            modm = summaries[rid]
+            pair_runs = {"modm": ordered[rid], "large-only": ordered[base_id]}
+            comparison = compare(pair_runs, {"modm": modm, "large-only": base}, c)
+            if comparison is None:
+                continue
+            modm["speedup"] = comparison.get("speedup_saturation")
+            modm["bound"] = comparison.get("bound", {}).get("speedup")
+            modm["speedup_over_bound"] = comparison.get("speedup_saturation_over_bound")
+            if base["capped_by_machine"] and modm["harness"] is not None:  # modm's speedup rests on it
+                modm["capped_by_machine"] = True
+                modm["harness"]["failures"].append("its large-only run, the speedup's base, was capped by the machine")
+            head = {"gpus": gpus, "pair": pair, "routers": routers, "capped_by_machine": modm["capped_by_machine"]}
+            comparisons.append(head | comparison)
     report: dict[str, Any] = {
         "generated_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "trace": trace,
@@ -313,7 +398,8 @@ def markdown(report: dict[str, Any]) -> str:
     if quality:
         lines += ["", "## Quality", ""]
         lines += [f"- {key}: {json.dumps(value)}" for key, value in quality.items()]
-    lines += ["", *[f"![{name}]({name})" for name in PLOTS], ""]
+    plots = [*PLOTS, "scale.png"] if scaled_runs(report) else PLOTS
+    lines += ["", *[f"![{name}]({name})" for name in plots], ""]
     return "\n".join(lines)
 
 
@@ -326,14 +412,21 @@ def _fleet_table(runs: list[dict[str, Any]]) -> list[str]:
         "",
         "## Saturation",
         "",
-        "Closed loops: requests per second of the GPUs' own time (wall x time scale) while every "
-        "client had a request in flight. The harness check (emulated fleets): large-only reaches "
+        "Closed loops: requests per second of the GPUs' own time (wall x time scale) over the measured "
+        "phase, which began once the warm-up had sent its requests and the pools' split had held "
+        "(settled: yes, no when the warm-up timed out first). The split is the workers per pool over the "
+        "measured phase (mean of the router's Stats samples), next to the large GPUs the measured work "
+        "asks for (its share of the GPU seconds, on the profiles); switches are the slots the monitor moved "
+        "in the warm-up / the measured phase. The harness check (emulated fleets): large-only reaches "
         f"{harness.MIN_CAPACITY_RATIO:.0%} of its GPUs' capacity, the router and the cache each use at most "
-        f"{harness.MAX_CPU_SHARE:.0%} of a core; a run that fails it is capped by the machine, not a result.",
+        f"{harness.MAX_CPU_SHARE:.0%} of a core, and the 1-minute load average stays at most "
+        f"{harness.MAX_LOAD_PER_CORE:g} per core over the measured phase; a run that fails it is capped by the "
+        "machine, not a result.",
         "",
-        "| gpus | pair | mode | policy | clients | saturation (req/s) | hit rate | kappa | c | speedup | bound "
-        "| time scale | router / cache CPU (share of a core) |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| gpus | pair | mode | routers | policy | clients | saturation (req/s) | hit rate | kappa | c | speedup "
+        "| bound | of bound | split large / small | the work's large | switches | settled | time scale "
+        "| router / cache CPU | load max |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for s in saturated:
         capped = s["capped_by_machine"]
@@ -341,16 +434,55 @@ def _fleet_table(runs: list[dict[str, Any]]) -> list[str]:
         speedup = "capped by the machine" if capped and s.get("speedup") is not None else s.get("speedup", "")
         share = (s["harness"] or {}).get("cpu_share_of_one_core", {})
         cpu = " / ".join(_pct(share.get(kind)) for kind in harness.CHECKED_CPU) if share else "not checked"
+        split = " / ".join(str(s["allocation"].get(pool, {}).get("mean", 0)) for pool in ("large", "small"))
+        phases = s["phases"]
+        settled = {True: "yes", False: "no", None: ""}[phases["settled"]]
+        work = (s.get("work_split") or {}).get("large_gpus", "")
         lines.append(
-            f"| {s['gpus']} | {s['pair']} | {s['mode']} | {s['policy']} | {s['concurrency']} | {rate} "
-            f"| {_pct(s['hit_rate'])} | {s['kappa']} | {s['c']} | {speedup} | {s.get('bound', '')} "
-            f"| {s['time_scale']} | {cpu} |"
+            f"| {s['gpus']} | {s['pair']} | {s['mode']} | {s['routers']} | {s['policy']} | {s['concurrency']} "
+            f"| {rate} | {_pct(s['hit_rate'])} | {s['kappa']} | {s['c']} | {speedup} | {s.get('bound', '')} "
+            f"| {s.get('speedup_over_bound') or ''} | {split} | {work} "
+            f"| {phases['switches_warmup']} / {phases['switches_measured']} | {settled} | {s['time_scale']} | {cpu} "
+            f"| {s['load_average']['max'] if s['load_average']['max'] is not None else 'n/a'} |"
+        )
+    lines += _dispatch_table(saturated)
+    return lines
+
+
+def _dispatch_table(runs: list[dict[str, Any]]) -> list[str]:
+    """The routers' dispatch, for runs that recorded it (several routers, or their counters)."""
+    rows = [s for s in runs if s.get("dispatch")]
+    if not rows:
+        return []
+    lines = [
+        "",
+        "## Dispatch",
+        "",
+        "Each router gives a worker at most its capacity by its own count; with several routers only the "
+        "sum over them (sampled from every router's Stats at once) shows a worker given more. Retries and "
+        "refusals are the routers' own counters (`modm_router_retries_total` by status; a worker's full "
+        "queue is RESOURCE_EXHAUSTED).",
+        "",
+        "| run | routers | saturation (req/s) | worker samples over capacity | most over | retried requests "
+        "| router retries by status | errors | hits on large workers |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for s in rows:
+        d = s["dispatch"]
+        retries: Counter[str] = Counter()
+        for counters in d["router_metrics"]:
+            retries.update(counters.get("retries", {}))
+        lines.append(
+            f"| {s['id']} | {d['routers']} | {s['saturation_rps']} | {_pct(d['over_capacity_share'])} "
+            f"| {d['most_over_capacity']} | {d['retried_requests']} | {dict(retries) or 'none'} "
+            f"| {d['errors'] or 'none'} | {d['large_took_hit']} |"
         )
     return lines
 
 
 def _comparison(comparison: dict[str, Any]) -> list[str]:
-    fleet = f" ({comparison['gpus']} GPUs{', ' + comparison['pair'] if comparison['pair'] else ''})"
+    routers = f", {comparison['routers']} routers" if comparison.get("routers", 1) > 1 else ""
+    fleet = f" ({comparison['gpus']} GPUs{', ' + comparison['pair'] if comparison['pair'] else ''}{routers})"
     lines = ["", f"## modm against large-only{fleet}", ""]
     if comparison["capped_by_machine"]:
         lines += ["**Capped by the machine**: these speedups measure this machine, not the system.", ""]
@@ -384,6 +516,21 @@ _C_SOURCES = {
 
 def _pct(value: float | None) -> str:
     return "n/a" if value is None else f"{100 * value:.1f}%"
+
+
+def scaled_runs(report: dict[str, Any]) -> dict[str, dict[str, list[tuple[int, dict[str, Any]]]]]:
+    """pair -> mode -> (GPUs, run) of the one-router closed-loop runs the machine did not cap, by
+    GPUs; empty unless some pair was run at several fleet sizes."""
+    out: dict[str, dict[str, list[tuple[int, dict[str, Any]]]]] = {}
+    for s in report["runs"]:
+        if s.get("concurrency") and s.get("routers", 1) == 1 and not s.get("capped_by_machine"):
+            out.setdefault(s["pair"], {}).setdefault(s["mode"], []).append((s["gpus"], s))
+    for modes in out.values():
+        for points in modes.values():
+            points.sort(key=lambda point: point[0])
+    if not any(len({g for points in modes.values() for g, _ in points}) > 1 for modes in out.values()):
+        return {}
+    return out
 
 
 def rolling_hit_rate(records: Sequence[RequestRecord], window: int = 30) -> list[tuple[float, float]]:

@@ -13,6 +13,10 @@ Small-only needs no router change: a router started with only the small pool and
 serves every request as a miss, degraded to the small pool's text-to-image (`degrade_misses`,
 on by default). `small_only_router` starts one next to a running stack, on the small workers
 that the stack's router lists in its Stats; the workers are shared, the cache is not touched.
+
+`another_router` starts a replica of the stack's router (its settings, read from its process),
+as the chart runs two: same workers, same cache, each dispatching from its own view of the
+workers' load.
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ import sys
 import time
 from collections.abc import Iterable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from modm.launch import ServiceProcess, free_port, start_module
 
@@ -33,12 +37,21 @@ if TYPE_CHECKING:
 UNCACHED = ("large-only", "small-only")  # the modes that never read the cache
 
 
-def up_args(mode: str, *, workers: int, monitor: bool, emulation: Emulation | None = None) -> list[str]:
+def up_args(
+    mode: str,
+    *,
+    workers: int,
+    monitor: bool,
+    emulation: Emulation | None = None,
+    large_slots: int | None = None,
+) -> list[str]:
     """`modm up` flags for a mode's stack: baselines and nirvana put every slot on their model,
-    unmonitored (the monitor would move slots to the other pool); modm starts split, monitored if
-    asked. With `emulation`, `workers` emulated GPUs."""
+    unmonitored (the monitor would move slots to the other pool); modm starts split (`large_slots`
+    large, default half), monitored if asked. With `emulation`, `workers` emulated GPUs."""
     all_large = ["--large-slots", str(workers)]
     split = {"large-only": all_large, "nirvana": all_large, "small-only": ["--large-slots", "0"]}.get(mode, [])
+    if mode == "modm" and large_slots is not None:
+        split = ["--large-slots", str(large_slots)]
     watched = monitor and mode == "modm"
     args = [*split, "--monitor" if watched else "--no-monitor", "--http-port", "0"]
     if emulation is None:
@@ -110,6 +123,85 @@ def wait_for_inserts(endpoint: str, *, timeout_s: float = 120.0, token: str | No
 
 def small_workers(stats: dict) -> list[str]:
     return sorted(w["address"] for w in stats.get("workers", []) if w.get("pool") == "small" and w.get("healthy"))
+
+
+def router_env(up_pid: int) -> dict[str, str]:
+    """The settings (MODM_ROUTER_*) of the router that `modm up` (`up_pid`) started."""
+    import psutil
+
+    for child in psutil.Process(up_pid).children(recursive=True):
+        try:
+            if "modm.services.router" in child.cmdline():
+                return {k: v for k, v in child.environ().items() if k.startswith("MODM_ROUTER_")}
+        except psutil.Error:
+            continue
+    raise RuntimeError(f"`modm up` (pid {up_pid}) runs no router")
+
+
+def another_router(up_pid: int, log_dir: Path, index: int, *, metrics_port: int | None = None) -> ServiceProcess:
+    """A replica of the stack's router on a port of its own (same workers, cache and settings;
+    no HTTP API)."""
+    port = free_port()
+    env = router_env(up_pid) | {"MODM_ROUTER_PORT": str(port), "MODM_ROUTER_HTTP_PORT": "0"}
+    env.pop("MODM_ROUTER_METRICS_PORT", None)
+    if metrics_port is not None:
+        env["MODM_ROUTER_METRICS_PORT"] = str(metrics_port)
+    log_dir.mkdir(parents=True, exist_ok=True)
+    router = start_module("modm.services.router", env, log_dir / f"router{index}.log", port)
+    router.wait_serving(120.0)
+    return router
+
+
+def router_counters(roots: Iterable[int]) -> list[dict[str, Any]]:
+    """The retry and request counters of every router under `roots` that exports metrics
+    (`modm_router_retries_total` by status, `modm_router_requests_total` by result)."""
+    import psutil
+
+    out = []
+    for pid in roots:
+        try:
+            tree = [psutil.Process(pid), *psutil.Process(pid).children(recursive=True)]
+        except psutil.Error:
+            continue
+        for process in tree:
+            try:
+                if "modm.services.router" not in process.cmdline():
+                    continue
+                port = process.environ().get("MODM_ROUTER_METRICS_PORT")
+            except psutil.Error:
+                continue
+            if port:
+                out.append({"metrics_port": int(port)} | scrape_counters(f"http://127.0.0.1:{port}/metrics"))
+    return out
+
+
+def scrape_counters(url: str) -> dict[str, Any]:
+    """A router's retries by status and requests by result, from its Prometheus endpoint ({} if
+    it cannot be read)."""
+    from urllib.error import URLError
+    from urllib.request import urlopen
+
+    try:
+        with urlopen(url, timeout=10) as reply:
+            text = reply.read().decode()
+    except (URLError, OSError):
+        return {}
+    return counters_of(text)
+
+
+def counters_of(text: str) -> dict[str, Any]:
+    """Retries by status and requests by result in a router's Prometheus exposition."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    retries: dict[str, float] = {}
+    results: dict[str, float] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == "modm_router_retries_total":
+                retries[sample.labels["code"]] = retries.get(sample.labels["code"], 0.0) + sample.value
+            elif sample.name == "modm_router_requests_total":
+                results[sample.labels["result"]] = results.get(sample.labels["result"], 0.0) + sample.value
+    return {"retries": retries, "requests": results}
 
 
 def small_only_router(workers: list[str], log_dir: Path) -> ServiceProcess:

@@ -13,7 +13,12 @@ fleets, can also be run one invocation at a time.
 `--emulate N` runs each mode on a fresh emulated fleet of N GPUs (`modm up --emulate`) in a
 closed loop (`--concurrency`, default 5 clients per GPU: each GPU's batch of 4 in flight and one
 waiting), measures the saturation throughput, and checks that the machine kept up
-(`modm.bench.harness`).
+(`modm.bench.harness`). A closed loop warms up within the loop (`--warmup` requests at least, and
+until the pools' split has held for `--settle` seconds, at most `--settle-timeout`), then measures
+`--measure` requests (`modm.bench.phases`), so that modm is measured in its steady state: a warm
+cache and a monitor that has stopped moving GPUs. `--policy` names the modm stack's monitor policy,
+`--large-slots` its first split, `--routers R` starts R-1 more replicas of its router over the
+same workers and cache, the clients taking them in turn.
 """
 
 from __future__ import annotations
@@ -21,13 +26,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import math
 import os
+import shutil
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+from modm.bench.phases import Phases
 from modm.cli.generate import Endpoint, Token
 from modm.cli.up import DEFAULT_LARGE_PROFILE, DEFAULT_SMALL_PROFILE, Emulation
 
@@ -85,16 +93,47 @@ def bench(
     warmup: Annotated[
         int,
         typer.Option(
-            min=0, help="Send the first N requests unmeasured and wait for them (a warm cache); measure the rest."
+            min=0,
+            help="Send the first N requests unmeasured (a warm cache): open loop, waiting for them; closed loop, "
+            "as its warm-up phase.",
         ),
     ] = 0,
+    settle: Annotated[
+        float,
+        typer.Option(
+            min=0,
+            help="Closed loop: after --warmup, measure only once the pools' split has held this long (seconds; "
+            "an emulated fleet's own seconds).",
+        ),
+    ] = 0.0,
+    settle_timeout: Annotated[
+        float | None,
+        typer.Option(min=0, help="Closed loop: measure anyway once the warm-up has lasted this long (as --settle)."),
+    ] = None,
+    measure: Annotated[
+        int | None,
+        typer.Option(min=1, help="Closed loop: requests to send in the measured phase (default: the rest)."),
+    ] = None,
+    policy: Annotated[
+        str | None, typer.Option(help="With --start: the modm stack's monitor policy (default: the monitor's).")
+    ] = None,
+    large_slots: Annotated[
+        int | None, typer.Option(min=0, help="With --start: slots the modm stack starts large (default: half).")
+    ] = None,
+    routers: Annotated[
+        int,
+        typer.Option(min=1, help="With --start: routers over the same workers and cache; clients take them in turn."),
+    ] = 1,
     steps: Annotated[
         int | None,
         typer.Option(help="Steps for every request (default: the trace's, else the model's)."),
     ] = None,
     slo: Annotated[float, typer.Option(help="Latency SLO in seconds (share over it is reported).")] = 10.0,
     timeout: Annotated[float, typer.Option(help="Deadline of each request in seconds.")] = 3600.0,
-    stats_interval: Annotated[float, typer.Option(help="Seconds between samples of the router's Stats.")] = 5.0,
+    stats_interval: Annotated[
+        float | None,
+        typer.Option(help="Seconds between samples of the router's Stats (default 5; an emulated fleet's own)."),
+    ] = None,
     evaluate: Annotated[bool, typer.Option("--eval", help="Keep images and add CLIP score per outcome.")] = False,
     clip_model: Annotated[
         str | None, typer.Option(help="open_clip model for --eval: 'tiny' or a name (default: the cache's).")
@@ -105,8 +144,9 @@ def bench(
     from modm.bench import report as reporting
     from modm.bench.records import MODES, Run
     from modm.bench.schedule import SHAPES, Timing, offsets
-    from modm.bench.stack import up_args
+    from modm.bench.stack import another_router, up_args
     from modm.bench.traces import read_trace
+    from modm.launch import free_port
 
     modes = mode or ["modm"]
     for name in modes:
@@ -119,6 +159,13 @@ def bench(
     gpus = emulate or workers
     if fleet is not None and concurrency is None:
         concurrency = CLIENTS_PER_GPU * gpus
+    if routers > 1 and not start:
+        raise typer.BadParameter("starts replicas of a started stack's router: give --start or --emulate")
+    if routers > 1 and "small-only" in modes:
+        raise typer.BadParameter("small-only runs on its own router", param_hint="--routers")
+    if (settle or measure or settle_timeout is not None) and not concurrency:
+        raise typer.BadParameter("phases belong to a closed loop: give --concurrency or --emulate")
+    scale = time_scale if fleet is not None else 1.0  # the fleet's own seconds, in wall seconds
     not_run: list[str] = []
     if not report_only:
         if trace is None:
@@ -135,41 +182,66 @@ def bench(
                 f"{warmup} warm-up requests leave none of {len(requests)} to measure", param_hint="--warmup"
             )
         send_at = offsets(requests, timing)
+        closed = bool(concurrency)
+        if closed:  # the warm-up is the loop's first phase
+            warm_count = 0
+            phases = Phases(
+                warmup=warmup,
+                settle_s=settle * scale,
+                settle_timeout_s=math.inf if settle_timeout is None else settle_timeout * scale,
+                measure=measure,
+                workers=gpus if fleet is not None else 0,
+            )
+        else:
+            warm_count, phases = warmup, Phases()
         plan = _Plan(
-            warm=(requests[:warmup], send_at[:warmup]),
-            requests=requests[warmup:],
-            send_at=[t - send_at[warmup] for t in send_at[warmup:]],
+            warm=(requests[:warm_count], send_at[:warm_count]),
+            requests=requests[warm_count:],
+            send_at=[t - send_at[warm_count] for t in send_at[warm_count:]],
             timing=timing,
             out=out,
             token=token,
             timeout=timeout,
-            stats_interval=stats_interval,
+            stats_interval=max(MIN_STATS_INTERVAL_S, 5.0 * scale) if stats_interval is None else stats_interval,
             evaluate=evaluate,
             concurrency=concurrency or 0,
+            phases=phases,
         )
-        how = (
-            f"in a closed loop of {concurrency} clients" if concurrency else f"over {plan.send_at[-1]:.0f} s ({shape})"
-        )
-        typer.echo(f"{len(plan.requests)} requests {how}, {warmup} before them")
+        if closed:
+            how = f"in a closed loop of {concurrency} clients: {_describe(phases, scale)}"
+        else:
+            how = f"over {plan.send_at[-1]:.0f} s ({shape}), {warmup} before them"
+        typer.echo(f"{len(plan.requests)} requests {how}")
         for name in modes:
             rid = name if fleet is None else f"{name}-{gpus}gpu-{fleet.pair}"
+            rid += f"-{routers}routers" if routers > 1 else ""
             with contextlib.ExitStack() as stack:
-                target, up_pid = endpoint, None
+                targets, roots = [endpoint] if endpoint else [], []
                 if start:
                     emulation = fleet.emulation if fleet is not None else None
-                    args = up_args(name, workers=gpus, monitor=monitor, emulation=emulation)
+                    args = up_args(name, workers=gpus, monitor=monitor, emulation=emulation, large_slots=large_slots)
                     # Short: the cache's S3 server puts a Unix socket under it (at most 107 bytes).
                     home = (data_dir or out / "stack") / (name if fleet is None else f"{name}-{gpus}")
+                    shutil.rmtree(home / "cache", ignore_errors=True)  # every run starts with an empty cache
+                    config = _up_config(out / "logs" / rid, name, policy, metrics=fleet is not None)
+                    if config is not None:
+                        args += ["--config", str(config)]
                     target, up_pid = _start_stack(stack, home, out / "logs" / rid, args)
+                    targets, roots = [target], [up_pid]
+                    for index in range(2, routers + 1):
+                        replica = another_router(up_pid, out / "logs" / rid, index, metrics_port=free_port())
+                        stack.callback(replica.stop)
+                        targets.append(replica.address)
+                        roots.append(replica.proc.pid)
                 try:
-                    run = _run_mode(stack, name, target, plan, up_pid if fleet is not None else None)
+                    run = _run_mode(stack, name, targets, plan, roots if fleet is not None else [])
                 except (TimeoutError, ValueError, RuntimeError) as error:  # e.g. no small worker left
                     typer.echo(f"[{name}] not run: {error}", err=True)
                     not_run.append(name)
                     continue
             run.info.trace = str(trace)
             if start:  # what the stack was started as (against --endpoint, Stats says what it can)
-                run.info.gpus, run.info.policy = gpus, _policy(name, monitor)
+                run.info.gpus, run.info.policy = gpus, _policy(name, monitor, policy)
             if fleet is not None:
                 run.info.pair, run.info.time_scale = fleet.pair, time_scale
                 run.info.capacity_rps = round(fleet.capacity_rps(gpus, plan.requests), 4)
@@ -192,14 +264,42 @@ def bench(
         raise typer.Exit(1)
 
 
-def _policy(mode: str, monitor: bool) -> str:
+def _policy(mode: str, monitor: bool, policy: str | None) -> str:
     """The monitor's policy in a started stack of this mode; static: no monitor, a fixed split."""
     from modm.services.monitor.policy import DEFAULT_POLICY
 
-    return DEFAULT_POLICY if monitor and mode == "modm" else "static"
+    return (policy or DEFAULT_POLICY) if monitor and mode == "modm" else "static"
 
 
 CLIENTS_PER_GPU = 5  # a worker's default batch (4) in flight and one more waiting at the router
+MIN_STATS_INTERVAL_S = 0.5  # each sample is a Stats call on every router
+
+
+def _describe(phases: Phases, scale: float) -> str:
+    """The closed loop's phases, in the fleet's own seconds."""
+    settle = f", until the split has held {phases.settle_s / scale:g} s" if phases.settle_s else ""
+    timeout = f" (at most {phases.settle_timeout_s / scale:g} s)" if math.isfinite(phases.settle_timeout_s) else ""
+    measured = f"{phases.measure} requests" if phases.measure else "the rest"
+    return f"warm-up of {phases.warmup} requests{settle}{timeout}, then {measured} measured"
+
+
+def _up_config(folder: Path, mode: str, policy: str | None, *, metrics: bool) -> Path | None:
+    """A `modm up --config` file with the modm stack's monitor policy and, on an emulated fleet, a
+    metrics port for the router (its retry counters); None when neither applies."""
+    from modm.launch import free_port
+    from modm.services.monitor.policy import POLICIES
+
+    if policy is not None and policy not in POLICIES:
+        raise typer.BadParameter(f"{policy!r}: choose from {', '.join(POLICIES)}", param_hint="--policy")
+    lines = [f'[monitor]\npolicy = "{policy}"'] if policy and mode == "modm" else []
+    if metrics:
+        lines.append(f"[router]\nmetrics_port = {free_port()}")
+    if not lines:
+        return None
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "up.toml"
+    path.write_text("\n".join(lines) + "\n")
+    return path
 
 
 @dataclass(frozen=True)
@@ -278,38 +378,48 @@ class _Plan:
     stats_interval: float
     evaluate: bool
     concurrency: int  # > 0: a closed loop of this many clients instead of the schedule
+    phases: Phases  # a closed loop's warm-up and measured phase
 
 
-def _run_mode(
-    stack: contextlib.ExitStack, mode: str, endpoint: str | None, plan: _Plan, up_pid: int | None = None
-) -> Any:
-    """One mode's replay; with `up_pid` (an emulated fleet's `modm up`), the CPU time and memory
-    of its processes (and of a small-only router) over the measured replay are recorded."""
+def _run_mode(stack: contextlib.ExitStack, mode: str, endpoints: list[str], plan: _Plan, roots: list[int]) -> Any:
+    """One mode's replay against its routers (none given: MODM_ENDPOINT or the default); with
+    `roots` (an emulated fleet's `modm up` and any router started beside it), the CPU time and
+    memory of their processes over the replay, and the routers' counters at its end, are recorded."""
     from dataclasses import asdict
 
     from modm.bench.harness import StackMeter
     from modm.bench.replay import ReplayOptions, replay
-    from modm.bench.stack import small_only_router, small_workers, wait_for_inserts, wait_for_pools
+    from modm.bench.stack import router_counters, small_only_router, small_workers, wait_for_inserts, wait_for_pools
     from modm.client import DEFAULT_ENDPOINT
 
-    target = endpoint or os.environ.get("MODM_ENDPOINT") or DEFAULT_ENDPOINT
+    targets = endpoints or [os.environ.get("MODM_ENDPOINT") or DEFAULT_ENDPOINT]
     # modm needs the large pool and the cache; the monitor may have moved every slot to the large
     # pool (idle large workers then refine hits), so the small pool is not required.
     needs = ["small"] if mode == "small-only" else ["large"]
     token = plan.token
-    stats = wait_for_pools(target, needs, token=token)
-    if mode in ("modm", "nirvana") and not stats.get("cache_available"):
-        raise RuntimeError(f"the router at {target} has no cache (or cannot reach it): {mode} would be all misses")
-    roots = [] if up_pid is None else [up_pid]
+    for target in targets:
+        stats = wait_for_pools(target, needs, token=token)
+        if mode in ("modm", "nirvana") and not stats.get("cache_available"):
+            raise RuntimeError(f"the router at {target} has no cache (or cannot reach it): {mode} would be all misses")
+    roots = list(roots)
     if mode == "small-only":
         router = small_only_router(small_workers(stats), plan.out / "logs")
         stack.callback(router.stop)
-        target, token = router.address, None
-        roots.append(router.proc.pid)
-        wait_for_pools(target, ["small"])
+        targets, token = [router.address], None
+        if roots:
+            roots.append(router.proc.pid)
+        wait_for_pools(router.address, ["small"])
     folder = plan.out / "runs" / mode
     images = folder / "images" if plan.evaluate else None
-    options = ReplayOptions(mode, plan.timeout, plan.stats_interval, images, token, plan.concurrency)  # type: ignore[arg-type]
+    options = ReplayOptions(
+        mode,  # type: ignore[arg-type]
+        plan.timeout,
+        plan.stats_interval,
+        images,
+        token,
+        plan.concurrency,
+        plan.phases,
+    )
     done: list[Any] = []
 
     def progress(record: Any) -> None:
@@ -317,22 +427,25 @@ def _run_mode(
         if len(done) % 25 == 0 or len(done) == len(plan.requests):
             reused = sum(r.reused for r in done) / len(done)
             errors = sum(not r.ok for r in done)
-            typer.echo(f"[{mode}] {len(done)}/{len(plan.requests)} done, {errors} errors, reuse {reused:.0%}")
+            warm = sum(r.warmup for r in done)
+            typer.echo(f"[{mode}] {len(done)} done ({warm} warm-up), {errors} errors, reuse {reused:.0%}")
 
     if plan.warm[0]:
         typer.echo(f"[{mode}] warming up with {len(plan.warm[0])} requests (not measured)")
-        asyncio.run(replay(target, *plan.warm, replace(options, images_dir=None, concurrency=0)))
-        wait_for_inserts(target, token=token)
-    typer.echo(f"[{mode}] replaying against {target}")
+        asyncio.run(replay(targets, *plan.warm, replace(options, images_dir=None, concurrency=0)))
+        for target in targets:
+            wait_for_inserts(target, token=token)
+    typer.echo(f"[{mode}] replaying against {', '.join(targets)}")
     timing_info = asdict(plan.timing) | {"warmup_requests": len(plan.warm[0])}
     meter = StackMeter(roots) if roots else None
     if meter is not None:
         meter.start()
     send_at = None if plan.concurrency else plan.send_at
-    run = asyncio.run(replay(target, plan.requests, send_at, options, timing=timing_info, on_done=progress))
+    run = asyncio.run(replay(targets, plan.requests, send_at, options, timing=timing_info, on_done=progress))
     run.info.concurrency = plan.concurrency
     if meter is not None:
         run.info.cpu_seconds, run.info.rss_mib = meter.used(), meter.rss_mib()
+        run.info.router_metrics = router_counters(roots)
     if mode == "small-only":
         run.info.note = "a second router with only the small pool and no cache: every request small text-to-image"
     return run

@@ -171,3 +171,69 @@ def test_flags_that_do_not_fit_an_emulated_fleet_are_refused(tmp_path: Path, arg
     said = " ".join(done.output.replace("│", " ").split())  # rich wraps the message in a box
     assert done.exit_code == 2 and hint in said, done.output
     assert not any(tmp_path.iterdir())  # refused before anything started
+
+
+def test_a_warmup_is_left_out_and_the_measured_phase_reports_its_split_and_switches() -> None:
+    runs = {
+        "modm-16": fleet_run("modm", 16, 0.5, cpu={"router": 1.0}, outcomes=["miss", "hit"] * 10),
+        "large-only-16": fleet_run("large-only", 16, 1.0, cpu={"router": 1.0}, outcomes=["bypassed"] * 10),
+    }
+    modm = runs["modm-16"]
+    for record in modm.records[:4]:  # two misses and two hits before measuring
+        record.warmup = True
+    modm.info.measure_start_s, modm.info.settled = 2.0, True
+    large, small = modm.samples[0].workers
+    slot = dict(small, address="s1", healthy=True)
+    modm.samples = [
+        StatsSample(
+            0.0,
+            0.0,
+            0.0,
+            0.0,
+            {"large": {"workers": 2}},
+            [large, dict(slot, pool="large", profiled_seconds_per_step=0.1)],
+        ),
+        StatsSample(1.0, 0.0, 0.0, 0.0, {"large": {"workers": 1}, "small": {"workers": 1}}, [large, slot]),
+        StatsSample(3.0, 0.0, 0.0, 0.0, {"large": {"workers": 1}, "small": {"workers": 1}}, [large, slot]),
+    ]
+    modm.info.load_average = [[1.0, 5.0], [3.0, 1.5]]  # the warm-up's load does not count
+    modm.info.cores = 2
+    summary = {s["id"]: s for s in report.build(runs, slo_s=10.0)["runs"]}["modm-16"]
+    assert summary["requests"] == 17 and summary["outcomes"] == {"miss": 9, "hit": 8}
+    assert summary["phases"] == {
+        "warmup_requests": 4, "warmup_s": 2.0, "measured_s": 8.0, "settled": True,
+        "switches_warmup": 1, "switches_measured": 0,
+    }  # fmt: skip
+    assert summary["allocation"]["small"] == {"min": 1, "max": 1, "mean": 1.0}  # the measured samples only
+    assert summary["load_average"] == {"max": 1.5, "samples": 1, "cores": 2} and not summary["capped_by_machine"]
+    # The work: 8 misses of 28 steps at 0.1 s/step (and the last, which ran none), 8 hits of 14
+    # steps at 0.025 (no overhead).
+    assert summary["work_split"] == {"large_share": pytest.approx(22.4 / 25.2, abs=1e-4), "large_gpus": 14.22}
+
+
+def test_two_routers_compare_with_one_routers_large_only_and_show_what_they_gave_each_worker() -> None:
+    runs = {
+        "modm": fleet_run("modm", 64, 0.5, cpu={"router": 1.0}, outcomes=["miss", "hit"] * 10),
+        "modm-2routers": fleet_run("modm", 64, 0.5, cpu={"router": 1.0}, outcomes=["miss", "hit"] * 10),
+        "large-only": fleet_run("large-only", 64, 1.0, cpu={"router": 1.0}, outcomes=["bypassed"] * 10),
+    }
+    two = runs["modm-2routers"]
+    two.info.routers = 2
+    two.records[3].attempts = 2
+    two.info.router_metrics = [{"retries": {"RESOURCE_EXHAUSTED": 1.0}}, {"retries": {}}]
+    workers = [dict(w, capacity=4) for w in two.samples[0].workers]
+    two.samples = [
+        StatsSample(float(t), 0.0, 0.0, 0.0, {}, workers, fleet_in_flight={"large": 4 + t, "small": 3})
+        for t in range(3)
+    ]
+    data = report.build(runs, slo_s=10.0)
+    by_id = {s["id"]: s for s in data["runs"]}
+    assert [s["id"] for s in data["runs"]] == ["modm", "modm-2routers", "large-only"]
+    assert [c["routers"] for c in data["comparisons"]] == [1, 2]
+    assert by_id["modm-2routers"]["speedup"] == by_id["modm"]["speedup"] == pytest.approx(2.0)
+    dispatch = by_id["modm-2routers"]["dispatch"]
+    assert dispatch["over_capacity_share"] == pytest.approx(2 / 6, abs=1e-4) and dispatch["most_over_capacity"] == 2
+    assert dispatch["retried_requests"] == 1 and by_id["modm"]["dispatch"] is None
+    text = report.markdown(data)
+    assert "## Dispatch" in text and "{'RESOURCE_EXHAUSTED': 1.0}" in text and "(64 GPUs, " in text
+    assert "routers)" in text  # the two-router comparison is named as such

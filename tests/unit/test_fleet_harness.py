@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -63,6 +64,30 @@ def test_errors_do_not_count_and_nothing_is_no_rate() -> None:
     assert harness.saturation_rps([*served, *failed, last]) == pytest.approx(1.0)
     assert harness.saturation_rps([]) is None
     assert harness.saturation_rps([answered(0, "w0", 3.0)]) is None  # sent at 0: no span
+
+
+def test_a_measured_phase_counts_only_the_work_done_within_it() -> None:
+    """One worker, one image a second from 0; measuring from 2.5: the call running then (2 to 3)
+    counts by its half within the span, the warm-up's calls before it not at all."""
+    calls = [answered(i, "w0", i + 1.0, dispatched=float(i)) for i in range(10)]
+    calls.append(answered(10, "w0", 12.0, dispatched=10.0, sent=8.5))  # the last send
+    assert harness.saturation_rps(calls, start=2.5) == pytest.approx((0.5 + 5 + 0.5) / 6.0)
+    assert harness.saturation_rps(calls, start=8.5) is None  # an empty span
+
+
+def test_the_load_average_is_read_and_a_busy_machine_caps_the_run(tmp_path: Path) -> None:
+    (tmp_path / "loadavg").write_text("3.41 2.02 1.10 4/612 99\n")
+    assert harness.load_average(tmp_path / "loadavg") == pytest.approx(3.41)
+    assert harness.load_average(tmp_path / "missing") is None
+    busy = harness.check(
+        "modm", duration_s=10.0, cpu_seconds={}, saturation_wall_rps=1.0, capacity_rps=None, loads=[2.0, 3.4], cores=2
+    )
+    assert busy.failures == ("the machine's 1-minute load average reached 3.40 (limit 3 on 2 cores)",)
+    assert busy.to_dict()["max_load_average"] == 3.4 and busy.to_dict()["load_average_limit"] == 3.0
+    calm = harness.check(
+        "modm", duration_s=10.0, cpu_seconds={}, saturation_wall_rps=1.0, capacity_rps=None, loads=[3.0], cores=2
+    )
+    assert not calm.capped_by_machine
 
 
 def test_the_check_names_what_capped_the_run() -> None:
