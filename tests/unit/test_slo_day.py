@@ -31,9 +31,12 @@ SETUP = slo_day.Setup()  # 16 GPUs, time scale 0.5, 12 trace hours in 540 wall s
 IMAGE_S = 0.1543 + 28 * 0.4429218  # sd3.5-large-a100 at its default 28 steps, one image
 
 
-def record(at: float, latency: float, *, error: str = "", done: float | None = None) -> RequestRecord:
+def record(
+    at: float, latency: float, *, error: str = "", done: float | None = None, lookup: float | None = None
+) -> RequestRecord:
     done = at + latency if done is None else done
-    return RequestRecord(0, "p", "fresh", at, at, done, latency, outcome="miss", error=error)
+    timings = {} if lookup is None else {"lookup_seconds": lookup}
+    return RequestRecord(0, "p", "fresh", at, at, done, latency, outcome="miss", timings=timings, error=error)
 
 
 def sample(at: float, queued: int, large: int = 16, small: int = 0) -> StatsSample:
@@ -88,21 +91,11 @@ def test_slot_switches_are_read_from_the_monitors_json_log() -> None:
     assert found == [slo_day.SlotSwitch(11.25, "slot15", "large"), slo_day.SlotSwitch(60.0, "slot14", "small")]
 
 
-def test_the_load_average_is_the_first_field_and_sampled_until_stopped(tmp_path: Path) -> None:
-    assert slo_day.load1("2.51 1.20 0.98 3/180 15902\n") == 2.51
-    path = tmp_path / "loadavg"
-    path.write_text("3.25 1.00 1.00 1/1 1\n")
-    sampler = slo_day.LoadAverage(every_s=0.01, path=path)
-    sampler.start()
-    samples = sampler.stop()
-    assert samples and all(load == 3.25 for _, load in samples)
-
-
 def test_hours_count_arrivals_load_and_the_share_within_the_slo() -> None:
     slo, hour = SETUP.slo_s, SETUP.hour_s
     records = [
-        record(1.0, slo / 2),
-        record(2.0, slo + 1),  # late
+        record(1.0, slo / 2, lookup=0.1),
+        record(2.0, slo + 1, lookup=0.3),  # late
         record(3.0, 0.1, error="UNAVAILABLE"),  # an error counts as over
         record(hour + 1, slo),  # exactly the SLO is within
         record(SETUP.day_s + 5, 1.0),  # after the window's end: the last hour
@@ -111,8 +104,9 @@ def test_hours_count_arrivals_load_and_the_share_within_the_slo() -> None:
     assert len(rows) == 12
     assert rows[0]["requests"] == 3 and rows[0]["within_slo"] == pytest.approx(1 / 3, abs=1e-4)
     assert rows[0]["load"] == pytest.approx(3 / hour / SETUP.capacity_rps, abs=1e-3)
-    assert rows[1]["within_slo"] == 1.0
-    assert rows[2] == {"hour": 2, "requests": 0, "load": 0.0, "within_slo": None}
+    assert rows[0]["lookup_s"] == pytest.approx(0.4)  # fleet seconds: wall / time scale
+    assert rows[1]["within_slo"] == 1.0 and rows[1]["lookup_s"] is None
+    assert rows[2] == {"hour": 2, "requests": 0, "load": 0.0, "within_slo": None, "lookup_s": None}
     assert rows[11]["requests"] == 1
 
 
@@ -147,26 +141,27 @@ def test_capacity_is_read_while_the_large_queue_never_emptied() -> None:
     assert slo_day.backlogged_rps([record(0, 1, done=3.0)], still, min_span_s=4.0) == pytest.approx(1 / 4)
 
 
-def _run(policy: str, records: list[RequestRecord], samples: list[StatsSample]) -> Run:
+def _run(policy: str, records: list[RequestRecord], samples: list[StatsSample], *, cache_s: float = 10.0) -> Run:
     info = RunInfo("modm", "e", "t", len(records), {}, 0.0, 100.0, policy=policy)
-    info.cpu_seconds = {"router": 10.0, "cache": 60.0}
+    info.cpu_seconds = {"router": 10.0, "cache": cache_s}
+    info.load_average, info.cores = [[0.0, 1.0], [5.0, 2.5]], 2
     return Run(info, records, samples)
 
 
-def test_a_summary_counts_switches_in_the_replay_and_flags_a_loaded_or_capped_run() -> None:
-    records = [record(1.0, 1.0), record(50.0, SETUP.slo_s * 2)]
-    extras = {
-        "switches": [{"at": -1.0, "slot": "s", "to": "large"}, {"at": 45.0, "slot": "s", "to": "small"}],
-        "loadavg": [(0.0, 1.0), (5.0, 3.5)],
-    }
+def test_a_summary_counts_switches_in_the_replay_and_takes_the_harness_check() -> None:
+    records = [record(1.0, 1.0, lookup=0.05), record(50.0, SETUP.slo_s * 2, lookup=0.1)]
+    extras = {"switches": [{"at": -1.0, "slot": "s", "to": "large"}, {"at": 45.0, "slot": "s", "to": "small"}]}
     summary = slo_day.summarize(_run("modm-a", records, [sample(0, 0, 9, 7), sample(45, 0, 8, 8)]), extras, SETUP)
     assert summary["switches"] == 1 and summary["switch_hours"] == [1.0]
     assert summary["within_slo"] == 0.5
     assert summary["p50_s"] == pytest.approx(2.0)  # fleet seconds: wall / time scale
     assert summary["pools"] == [(0.0, 9, 7), (1.0, 8, 8)]
-    assert summary["loaded"] and summary["max_load1"] == 3.5
-    assert summary["harness"]["capped_by_machine"]  # the cache used 60% of a core
+    assert summary["peak_lookup_s"] == pytest.approx(0.2)
+    assert not summary["harness"]["capped_by_machine"]
+    assert summary["harness"]["max_load_average"] == 2.5
     assert summary["harness"]["capacity_ratio"] is None  # modm: no capacity check
+    busy = slo_day.summarize(_run("modm-a", records, [], cache_s=60.0), extras, SETUP)
+    assert busy["harness"]["failures"] == ["the cache used 60% of a core (limit 50%)"]
 
 
 def _result(switches: int, hours: list[float | None]) -> dict:
@@ -192,7 +187,7 @@ def test_the_command_line_never_names_the_data_folder() -> None:
 
 def test_the_report_names_flagged_runs_and_the_goal() -> None:
     results = {
-        name: slo_day.summarize(_run(name, [record(1.0, 1.0)], [sample(0, 0)]), {"switches": [], "loadavg": []}, SETUP)
+        name: slo_day.summarize(_run(name, [record(1.0, 1.0)], [sample(0, 0)], cache_s=60.0), {"switches": []}, SETUP)
         for name in slo_day.POLICIES
     }
     meta = {"compression": 80.0, "requests": 1, "kinds": {"fresh": 1.0}}
