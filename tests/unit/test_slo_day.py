@@ -164,8 +164,11 @@ def test_a_summary_counts_switches_in_the_replay_and_takes_the_harness_check() -
     assert busy["harness"]["failures"] == ["the cache used 60% of a core (limit 50%)"]
 
 
-def _result(switches: int, hours: list[float | None]) -> dict:
-    rows = [{"hour": i, "requests": 0 if x is None else 10, "load": 1.0, "within_slo": x} for i, x in enumerate(hours)]
+def _result(switches: int, hours: list[float | None], requests: int = 20) -> dict:
+    rows = [
+        {"hour": i, "requests": 0 if x is None else requests, "load": 1.0 + i, "within_slo": x}
+        for i, x in enumerate(hours)
+    ]
     return {"switches": switches, "hours": rows, "bands": slo_day.by_band(rows)}
 
 
@@ -175,8 +178,13 @@ def test_the_goal_is_every_hour_and_band_at_or_above_both_references_with_half_t
     assert met is not None and met["met"] and met["fewest_reference_switches"] == 10
     behind = slo_day.verdict({"slo-aware": _result(6, [0.95, 1.0, None]), **references})
     assert behind is not None and not behind["met"]
-    assert behind["hours_behind"] == [0] and not behind["half_the_switches"]
+    assert behind["hours_behind"] == [0] and behind["bands_behind"] == ["1-1.5"]
+    assert not behind["half_the_switches"]
     assert slo_day.verdict({"slo-aware": _result(1, [1.0])}) is None
+    # An hour of a few requests is shown, not judged: one request decides it.
+    few = {"modm-a": _result(10, [1.0, 1.0], requests=3), "modm-b": _result(10, [1.0, 1.0], requests=3)}
+    quiet = slo_day.verdict({"slo-aware": _result(5, [0.0, 1.0], requests=3), **few})
+    assert quiet is not None and quiet["met"]
 
 
 def test_the_command_line_never_names_the_data_folder() -> None:
