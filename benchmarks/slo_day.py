@@ -69,7 +69,7 @@ class Setup:
     time_scale: float = 0.5
     day_s: float = 540.0  # the wall seconds the window is replayed in
     load: float = 0.6  # the window's mean rate over large-only's capacity
-    start_day: float = 19.9915  # days after the trace's first request: 17:00 of its 21st day
+    start_day: float = 19.9915  # days after the trace's first request: 16:45 of its 21st day
     days: float = 0.5  # the window: 12 hours, the day's rise, peaks and burst and the fall after
     seed: int = 0  # which sessions the thinned window keeps
     slo_factor: float = 3.0  # the SLO in large images
