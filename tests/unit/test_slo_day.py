@@ -15,6 +15,7 @@ import pytest
 from modm.bench.records import RequestRecord, Run, RunInfo, StatsSample
 from modm.cli.up import plan_monitor
 from tests.tools import ROOT
+from tests.unit.test_bench_trace_builder import session_fixture
 
 
 def _load() -> ModuleType:
@@ -52,6 +53,15 @@ def test_the_day_is_priced_in_large_images_and_compressed_by_its_window() -> Non
     assert SETUP.rate_rps == pytest.approx(0.6 * SETUP.capacity_rps)
     assert (SETUP.hours, SETUP.hour_s) == (12, 45.0)
     assert SETUP.compression == pytest.approx(12 * 3600 / 1080)  # trace seconds per fleet second
+
+
+def test_the_day_is_the_windows_sessions_at_the_setups_rate_at_the_models_own_steps(tmp_path: Path) -> None:
+    session_fixture(tmp_path)  # a day of 30 users' sessions of 4 requests, each asking 30 steps
+    setup = slo_day.Setup(gpus=4, day_s=60.0, load=0.5, start_day=0.0, days=1.0)
+    requests, meta = slo_day.build_day(tmp_path, setup)
+    assert meta["compression"] == 1440.0  # a day into a minute
+    assert len(requests) == pytest.approx(setup.rate_rps * 60.0, abs=4)  # whole sessions
+    assert requests and all(r.params == {} for r in requests)  # the trace's steps dropped
 
 
 def test_each_policy_gets_its_monitor_and_every_stack_the_same_serving_settings() -> None:
