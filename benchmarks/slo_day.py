@@ -43,7 +43,7 @@ from pathlib import Path
 from typing import Any
 
 from modm.bench import harness
-from modm.bench.records import RequestRecord, Run, StatsSample
+from modm.bench.records import Mode, RequestRecord, Run, StatsSample
 from modm.bench.report import percentile
 from modm.bench.traces import TraceRequest
 from modm.cli.up import DEFAULT_LARGE_PROFILE, DEFAULT_SMALL_PROFILE, Emulation
@@ -322,8 +322,8 @@ def verdict(results: Mapping[str, Mapping[str, Any]]) -> dict[str, Any] | None:
 
 
 def run_policy(policy: str, setup: Setup, requests: Sequence[TraceRequest], work: Path) -> Run:
-    """One policy on a fresh stack; the run and its extras (switches, load average) are saved
-    under work/runs/<policy>."""
+    """One policy on a fresh stack; the run and its extras (the slot switches, the wall time with
+    the stack's start and stop) are saved under work/runs/<policy>."""
     from modm.bench.harness import StackMeter
     from modm.bench.replay import ReplayOptions, replay
     from modm.bench.stack import start_up, wait_for_pools
@@ -334,14 +334,15 @@ def run_policy(policy: str, setup: Setup, requests: Sequence[TraceRequest], work
     home.mkdir(parents=True)
     config = home / "stack.toml"
     config.write_text(stack_config(policy, setup))
-    print(f"[{policy}] starting modm up {' '.join(up_flags(policy, setup, config))}", flush=True)
-    up = start_up(home, folder / "up.log", args=up_flags(policy, setup, config))
+    flags = up_flags(policy, setup, config)
+    print(f"[{policy}] starting modm up {' '.join(flags)}", flush=True)
+    up = start_up(home, folder / "up.log", args=flags)
     try:
         wait_for_pools(up.address, ["large"])
         meter = StackMeter([up.proc.pid])
         meter.start()
-        mode = LARGE_ONLY if policy == LARGE_ONLY else "modm"
-        options = ReplayOptions(mode, stats_interval_s=STATS_EVERY_S)  # type: ignore[arg-type]
+        mode: Mode = "large-only" if policy == LARGE_ONLY else "modm"
+        options = ReplayOptions(mode, stats_interval_s=STATS_EVERY_S)
         print(f"[{policy}] replaying {len(requests)} requests over {setup.day_s:.0f} s", flush=True)
         run = asyncio.run(replay(up.address, requests, [r.t for r in requests], options, trace_name="slo-day"))
         run.info.cpu_seconds, run.info.rss_mib = meter.used(), meter.rss_mib()
