@@ -527,7 +527,7 @@ def main() -> None:
     unknown = set(policies) - set(POLICIES)
     if unknown:
         parser.error(f"unknown policies {', '.join(sorted(unknown))}")
-    meta_path, setup_path = args.work / "trace-meta.json", args.work / "setup.json"
+    meta_path, setup_path, command_path = (args.work / name for name in ("trace-meta.json", "setup.json", "command"))
     if args.report_only:  # the setup the runs were made with
         setup = Setup(**json.loads(setup_path.read_text()))
     else:
@@ -541,6 +541,7 @@ def main() -> None:
         args.work.mkdir(parents=True, exist_ok=True)
         meta_path.write_text(json.dumps(meta, indent=2) + "\n")
         setup_path.write_text(json.dumps(asdict(setup), indent=2) + "\n")
+        command_path.write_text(command_line(sys.argv[1:]))  # what the report names, redrawn or not
         print(f"{len(requests)} requests, compression {meta['compression']} (trace s per wall s)", flush=True)
         for policy in policies:
             run_policy(policy, setup, requests, args.work)
@@ -552,7 +553,7 @@ def main() -> None:
             extras = json.loads((folder / "extras.json").read_text())
             results[policy] = summarize(Run.load(folder), extras, setup)
     args.out.mkdir(parents=True, exist_ok=True)
-    report = build_report(setup, meta, results, command_line(sys.argv[1:]))
+    report = build_report(setup, meta, results, command_path.read_text())
     (args.out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
     (args.out / "report.md").write_text(markdown(report))
     for path in [args.out / "report.json", args.out / "report.md", *plot(report, args.out)]:
