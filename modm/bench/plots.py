@@ -120,9 +120,10 @@ def draw(out: Path, runs: Mapping[str, Run], report: dict[str, Any]) -> list[Pat
             for mode, points in sorted(fleets[pair].items()):
                 gpus = [g for g, _ in points]
                 top.plot(gpus, [s["saturation_rps"] for _, s in points], marker="o", label=mode)
-                if mode == "modm":
-                    bottom.plot(gpus, [s.get("speedup") for _, s in points], marker="o", label="modm / large-only")
-                    bottom.plot(gpus, [s.get("bound") for _, s in points], marker="x", linestyle="--", label="bound")
+                if mode.startswith("modm"):
+                    speedups, bounds = [s.get("speedup") for _, s in points], [s.get("bound") for _, s in points]
+                    bottom.plot(gpus, speedups, marker="o", label=f"{mode} / large-only")
+                    bottom.plot(gpus, bounds, marker="x", linestyle="--", label=f"{mode}: bound")
             top.set_title(pair, fontsize="medium")
             top.set_ylabel("saturation (requests/s, GPU time)")
             bottom.set_ylabel("speedup over large-only")

@@ -276,9 +276,9 @@ def dispatch_summary(run: Run) -> dict[str, Any]:
     }
 
 
-def _order(run: Run) -> tuple[str, int, int, int]:
+def _order(run: Run) -> tuple[str, int, int, int, str]:
     gpus, pair = fleet_of(run)
-    return pair, gpus, MODES.index(run.info.mode), run.info.routers
+    return pair, gpus, MODES.index(run.info.mode), run.info.routers, run.info.policy
 
 
 def build(
@@ -286,21 +286,21 @@ def build(
 ) -> dict[str, Any]:
     """The report of runs keyed by their folder's name (their `id`)."""
     ordered = dict(sorted(runs.items(), key=lambda item: _order(item[1])))
-    groups: dict[tuple[int, str], dict[tuple[str, int], str]] = {}  # fleet -> (mode, routers) -> id
+    groups: dict[tuple[int, str], dict[tuple[str, int, str], str]] = {}  # fleet -> (mode, routers, policy) -> id
     for rid, run in ordered.items():
-        groups.setdefault(fleet_of(run), {})[(run.info.mode, run.info.routers)] = rid
+        groups.setdefault(fleet_of(run), {})[(run.info.mode, run.info.routers, run.info.policy)] = rid
     summaries: dict[str, dict[str, Any]] = {}
     comparisons = []
     for (gpus, pair), ids in groups.items():
         c = cost_ratio([sample for rid in ids.values() for sample in ordered[rid].samples])
         for rid in ids.values():
             summaries[rid] = {"id": rid} | summarize(ordered[rid], slo_s) | fleet_summary(ordered[rid], c[0])
-        bases = sorted((routers, rid) for (mode, routers), rid in ids.items() if mode == "large-only")
+        bases = sorted((routers, rid) for (mode, routers, _), rid in ids.items() if mode == "large-only")
         if not bases:
             continue
         base_id = bases[0][1]  # one router's, when there is one
         base = summaries[base_id]
-        for (mode, routers), rid in ids.items():
+        for (mode, routers, policy), rid in ids.items():
             if mode != "modm":
                 continue
             modm = summaries[rid]
@@ -314,7 +314,8 @@ def build(
             if base["capped_by_machine"] and modm["harness"] is not None:  # modm's speedup rests on it
                 modm["capped_by_machine"] = True
                 modm["harness"]["failures"].append("its large-only run, the speedup's base, was capped by the machine")
-            head = {"gpus": gpus, "pair": pair, "routers": routers, "capped_by_machine": modm["capped_by_machine"]}
+            head = {"gpus": gpus, "pair": pair, "routers": routers, "policy": policy}
+            head["capped_by_machine"] = modm["capped_by_machine"]
             comparisons.append(head | comparison)
     report: dict[str, Any] = {
         "generated_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
@@ -482,7 +483,8 @@ def _dispatch_table(runs: list[dict[str, Any]]) -> list[str]:
 
 def _comparison(comparison: dict[str, Any]) -> list[str]:
     routers = f", {comparison['routers']} routers" if comparison.get("routers", 1) > 1 else ""
-    fleet = f" ({comparison['gpus']} GPUs{', ' + comparison['pair'] if comparison['pair'] else ''}{routers})"
+    policy = f", {comparison['policy']}" if comparison.get("policy") else ""
+    fleet = f" ({comparison['gpus']} GPUs{', ' + comparison['pair'] if comparison['pair'] else ''}{policy}{routers})"
     lines = ["", f"## modm against large-only{fleet}", ""]
     if comparison["capped_by_machine"]:
         lines += ["**Capped by the machine**: these speedups measure this machine, not the system.", ""]
@@ -519,12 +521,13 @@ def _pct(value: float | None) -> str:
 
 
 def scaled_runs(report: dict[str, Any]) -> dict[str, dict[str, list[tuple[int, dict[str, Any]]]]]:
-    """pair -> mode -> (GPUs, run) of the one-router closed-loop runs the machine did not cap, by
-    GPUs; empty unless some pair was run at several fleet sizes."""
+    """pair -> mode (modm's with its policy) -> (GPUs, run) of the one-router closed-loop runs the
+    machine did not cap, by GPUs; empty unless some pair was run at several fleet sizes."""
     out: dict[str, dict[str, list[tuple[int, dict[str, Any]]]]] = {}
     for s in report["runs"]:
         if s.get("concurrency") and s.get("routers", 1) == 1 and not s.get("capped_by_machine"):
-            out.setdefault(s["pair"], {}).setdefault(s["mode"], []).append((s["gpus"], s))
+            label = f"modm ({s['policy']})" if s["mode"] == "modm" else s["mode"]
+            out.setdefault(s["pair"], {}).setdefault(label, []).append((s["gpus"], s))
     for modes in out.values():
         for points in modes.values():
             points.sort(key=lambda point: point[0])

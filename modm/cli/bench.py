@@ -16,9 +16,10 @@ waiting), measures the saturation throughput, and checks that the machine kept u
 (`modm.bench.harness`). A closed loop warms up within the loop (`--warmup` requests at least, and
 until the pools' split has held for `--settle` seconds, at most `--settle-timeout`), then measures
 `--measure` requests (`modm.bench.phases`), so that modm is measured in its steady state: a warm
-cache and a monitor that has stopped moving GPUs. `--policy` names the modm stack's monitor policy,
-`--large-slots` its first split, `--routers R` starts R-1 more replicas of its router over the
-same workers and cache, the clients taking them in turn.
+cache and a monitor that has stopped moving GPUs. `--policy` and `--monitor-interval` set the modm
+stack's monitor, `--large-slots` its first split, `--window` the routers' Stats window, and
+`--routers R` starts R-1 more replicas of the router over the same workers and cache, the clients
+taking them in turn.
 """
 
 from __future__ import annotations
@@ -120,6 +121,22 @@ def bench(
     large_slots: Annotated[
         int | None, typer.Option(min=0, help="With --start: slots the modm stack starts large (default: half).")
     ] = None,
+    window: Annotated[
+        float | None,
+        typer.Option(
+            min=1,
+            help="With --start: the router's Stats window, what the monitor decides on (seconds; an emulated "
+            "fleet's own; default modm up's 60).",
+        ),
+    ] = None,
+    monitor_interval: Annotated[
+        float | None,
+        typer.Option(
+            min=0.1,
+            help="With --start: seconds between the modm stack's monitor rounds (an emulated fleet's own; "
+            "default modm up's 15).",
+        ),
+    ] = None,
     routers: Annotated[
         int,
         typer.Option(min=1, help="With --start: routers over the same workers and cache; clients take them in turn."),
@@ -214,6 +231,8 @@ def bench(
         typer.echo(f"{len(plan.requests)} requests {how}")
         for name in modes:
             rid = name if fleet is None else f"{name}-{gpus}gpu-{fleet.pair}"
+            if name == "modm" and start and (policy or not monitor):  # beside the default's run
+                rid += f"-{_policy(name, monitor, policy)}"
             rid += f"-{routers}routers" if routers > 1 else ""
             with contextlib.ExitStack() as stack:
                 targets, roots = [endpoint] if endpoint else [], []
@@ -223,7 +242,9 @@ def bench(
                     # Short: the cache's S3 server puts a Unix socket under it (at most 107 bytes).
                     home = (data_dir or out / "stack") / (name if fleet is None else f"{name}-{gpus}")
                     shutil.rmtree(home / "cache", ignore_errors=True)  # every run starts with an empty cache
-                    config = _up_config(out / "logs" / rid, name, policy, metrics=fleet is not None)
+                    times = {"window_s": window, "interval_s": monitor_interval}
+                    scaled = {key: value * scale for key, value in times.items() if value is not None}
+                    config = _up_config(out / "logs" / rid, name, policy, scaled, metrics=fleet is not None)
                     if config is not None:
                         args += ["--config", str(config)]
                     target, up_pid = _start_stack(stack, home, out / "logs" / rid, args)
@@ -242,6 +263,10 @@ def bench(
             run.info.trace = str(trace)
             if start:  # what the stack was started as (against --endpoint, Stats says what it can)
                 run.info.gpus, run.info.policy = gpus, _policy(name, monitor, policy)
+                stack_times = {"window_s": window, "monitor_interval_s": monitor_interval}  # the fleet's seconds
+                run.info.timing |= {key: value for key, value in stack_times.items() if value is not None}
+                if name == "modm" and large_slots is not None:
+                    run.info.timing["large_slots_at_start"] = large_slots
             if fleet is not None:
                 run.info.pair, run.info.time_scale = fleet.pair, time_scale
                 run.info.capacity_rps = round(fleet.capacity_rps(gpus, plan.requests), 4)
@@ -283,17 +308,21 @@ def _describe(phases: Phases, scale: float) -> str:
     return f"warm-up of {phases.warmup} requests{settle}{timeout}, then {measured} measured"
 
 
-def _up_config(folder: Path, mode: str, policy: str | None, *, metrics: bool) -> Path | None:
-    """A `modm up --config` file with the modm stack's monitor policy and, on an emulated fleet, a
-    metrics port for the router (its retry counters); None when neither applies."""
+def _up_config(folder: Path, mode: str, policy: str | None, times: dict[str, float], *, metrics: bool) -> Path | None:
+    """A `modm up --config` file with the modm stack's monitor policy and interval (`times`'
+    interval_s), the router's Stats window (window_s) and, on an emulated fleet, a metrics port
+    for the router (its retry counters); None when none applies."""
     from modm.launch import free_port
     from modm.services.monitor.policy import POLICIES
 
     if policy is not None and policy not in POLICIES:
         raise typer.BadParameter(f"{policy!r}: choose from {', '.join(POLICIES)}", param_hint="--policy")
-    lines = [f'[monitor]\npolicy = "{policy}"'] if policy and mode == "modm" else []
-    if metrics:
-        lines.append(f"[router]\nmetrics_port = {free_port()}")
+    monitor = [f'policy = "{policy}"'] if policy else []
+    monitor += [f"interval_s = {times['interval_s']}"] if "interval_s" in times else []
+    router = [f"metrics_port = {free_port()}"] if metrics else []
+    router += [f"window_s = {times['window_s']}"] if "window_s" in times else []
+    tables = {"monitor": monitor if mode == "modm" else [], "router": router}
+    lines = ["\n".join([f"[{name}]", *keys]) for name, keys in tables.items() if keys]
     if not lines:
         return None
     folder.mkdir(parents=True, exist_ok=True)
