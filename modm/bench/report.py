@@ -26,7 +26,7 @@ import statistics
 import time
 from collections import Counter
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
@@ -137,6 +137,23 @@ def fleet_of(run: Run) -> tuple[int, str]:
     return gpus, run.info.pair
 
 
+WORKER_SECONDS = ("profiled_seconds_per_step", "profiled_overhead_seconds", "mean_service_seconds")
+WORKER_SECONDS += ("mean_seconds_per_step",)
+
+
+def gpu_time_samples(run: Run) -> list[StatsSample]:
+    """The run's Stats samples with its workers' seconds in the GPUs' own time (divided by the
+    run's time scale), so that the runs of a fleet, each at its own scale, pool into one c."""
+    scale = run.info.time_scale or 1.0
+    if scale == 1.0:
+        return run.samples
+
+    def unscaled(worker: dict[str, Any]) -> dict[str, Any]:
+        return {k: v / scale if k in WORKER_SECONDS and isinstance(v, int | float) else v for k, v in worker.items()}
+
+    return [replace(sample, workers=[unscaled(w) for w in sample.workers]) for sample in run.samples]
+
+
 def cost_ratio(samples: Sequence[StatsSample]) -> tuple[float | None, str]:
     """c of a group of runs and where it came from. c is the workers' property: every run's
     Stats samples count (in modm an idle large worker may take every hit, leaving the small pool
@@ -164,14 +181,16 @@ def compare(
             out[f"speedup_{label}"] = round(m[key] / base[key], 4)
     cost, source = c
     if cost is not None:
-        bound = Bound.of(runs["modm"].records, cost)
+        bound = Bound.of(runs["modm"].measured, cost)
         out["bound"] = {k: round(v, 4) for k, v in asdict(bound).items()} | {"cost_ratio_source": source}
         for key in ("speedup_mean_service", "speedup_mean_latency", "speedup_throughput", "speedup_saturation"):
             if key in out:
                 out[f"{key}_over_bound"] = round(out[key] / bound.speedup, 4)
-    served = cost_ratio_of([sample for run in runs.values() for sample in run.samples], "mean_seconds_per_step")
+    pooled = [sample for run in runs.values() for sample in gpu_time_samples(run)]
+    served = cost_ratio_of(pooled, "mean_seconds_per_step")
     if served is not None and source == "profiled":
-        out["bound_with_served_c"] = {k: round(v, 4) for k, v in asdict(Bound.of(runs["modm"].records, served)).items()}
+        with_served = Bound.of(runs["modm"].measured, served)
+        out["bound_with_served_c"] = {k: round(v, 4) for k, v in asdict(with_served).items()}
     return out
 
 
@@ -292,7 +311,7 @@ def build(
     summaries: dict[str, dict[str, Any]] = {}
     comparisons = []
     for (gpus, pair), ids in groups.items():
-        c = cost_ratio([sample for rid in ids.values() for sample in ordered[rid].samples])
+        c = cost_ratio([sample for rid in ids.values() for sample in gpu_time_samples(ordered[rid])])
         for rid in ids.values():
             summaries[rid] = {"id": rid} | summarize(ordered[rid], slo_s) | fleet_summary(ordered[rid], c[0])
         bases = sorted((routers, rid) for (mode, routers, _), rid in ids.items() if mode == "large-only")

@@ -237,3 +237,21 @@ def test_two_routers_compare_with_one_routers_large_only_and_show_what_they_gave
     text = report.markdown(data)
     assert "## Dispatch" in text and "{'RESOURCE_EXHAUSTED': 1.0}" in text and "(64 GPUs, " in text
     assert "routers)" in text  # the two-router comparison is named as such
+
+
+def test_c_pools_runs_of_a_fleet_made_at_different_time_scales() -> None:
+    """Workers report wall seconds: a large-only run at 0.1 and a modm run at 0.4 of the same
+    profiles still give the profiles' c (0.25), not one skewed by the scales."""
+    runs = {
+        "modm": fleet_run("modm", 16, 0.5, cpu={}, outcomes=["miss", "hit"] * 10),
+        "large-only": fleet_run("large-only", 16, 1.0, cpu={}, outcomes=["bypassed"] * 10),
+    }
+    for run, scale in ((runs["modm"], 0.4), (runs["large-only"], 0.1)):
+        run.info.time_scale = scale
+        for sample in run.samples:
+            sample.workers = [
+                dict(w, profiled_seconds_per_step=w["profiled_seconds_per_step"] * scale) for w in sample.workers
+            ]
+    data = report.build(runs, slo_s=10.0)
+    assert {s["c"] for s in data["runs"]} == {0.25}
+    assert report.gpu_time_samples(runs["large-only"])[0].workers[0]["profiled_seconds_per_step"] == pytest.approx(0.1)
