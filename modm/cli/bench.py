@@ -225,10 +225,10 @@ def bench(
             phases=phases,
         )
         if closed:
-            how = f"in a closed loop of {concurrency} clients: {_describe(phases, scale)}"
+            how = f"a closed loop of {concurrency} clients over up to {len(plan.requests)} requests"
+            typer.echo(f"{how}: {_describe(phases, scale)}")
         else:
-            how = f"over {plan.send_at[-1]:.0f} s ({shape}), {warmup} before them"
-        typer.echo(f"{len(plan.requests)} requests {how}")
+            typer.echo(f"{len(plan.requests)} requests over {plan.send_at[-1]:.0f} s ({shape}), {warmup} before them")
         for name in modes:
             rid = name if fleet is None else f"{name}-{gpus}gpu-{fleet.pair}"
             if name == "modm" and start and (policy or not monitor):  # beside the default's run

@@ -255,3 +255,32 @@ def test_c_pools_runs_of_a_fleet_made_at_different_time_scales() -> None:
     data = report.build(runs, slo_s=10.0)
     assert {s["c"] for s in data["runs"]} == {0.25}
     assert report.gpu_time_samples(runs["large-only"])[0].workers[0]["profiled_seconds_per_step"] == pytest.approx(0.1)
+
+
+def test_the_stack_config_carries_the_monitor_and_window_and_only_modm_gets_a_monitor(tmp_path: Path) -> None:
+    import tomllib
+
+    from modm.cli.bench import _up_config
+
+    path = _up_config(tmp_path / "modm", "modm", "modm-b", {"window_s": 54.0, "interval_s": 9.0}, metrics=True)
+    assert path is not None
+    config = tomllib.loads(path.read_text())
+    assert config["monitor"] == {"policy": "modm-b", "interval_s": 9.0} and config["router"]["window_s"] == 54.0
+    assert config["router"]["metrics_port"] > 0
+    nirvana = _up_config(tmp_path / "nirvana", "nirvana", "modm-b", {"window_s": 54.0}, metrics=False)
+    assert nirvana is not None and tomllib.loads(nirvana.read_text()) == {"router": {"window_s": 54.0}}
+    assert _up_config(tmp_path / "none", "large-only", None, {}, metrics=False) is None
+
+
+@pytest.mark.parametrize(
+    ("args", "hint"),
+    [
+        (["--routers", "2", "--endpoint", "127.0.0.1:1"], "--start or --emulate"),
+        (["--emulate", "4", "--routers", "2", "--mode", "small-only"], "its own router"),
+        (["--settle", "30"], "closed loop"),
+    ],
+)
+def test_routers_and_phases_need_what_they_build_on(tmp_path: Path, args: list[str], hint: str) -> None:
+    done = CliRunner().invoke(app, ["bench", "--trace", "t.jsonl", "--out", str(tmp_path), *args])
+    said = " ".join(done.output.replace("│", " ").split())
+    assert done.exit_code == 2 and hint in said, done.output
