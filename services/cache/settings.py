@@ -54,7 +54,10 @@ class CacheSettings(ServiceSettings):
     index_type: IndexType = "HNSW"
     hnsw_m: int = Field(16, ge=4, le=64)
     hnsw_ef_construction: int = Field(200, ge=8, le=2048)
-    search_ef: int = Field(64, ge=1, le=4096)
+    search_ef: Annotated[int, Field(ge=1, le=4096)] | Literal["auto"] = Field(
+        "auto",
+        description="HNSW search ef: 'auto' sizes it from the collection's entries (64 up to 10k, ~640 at 1M).",
+    )
     read_consistency: Literal["Session", "Strong", "Bounded"] = Field(
         "Session", description="Milvus consistency of lookups and fetches (Session reads this process's writes)."
     )

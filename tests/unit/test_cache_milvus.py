@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 import pytest
 from pymilvus import MilvusException
 
-from modm.services.cache.milvus import MilvusVectorStore
+from modm.services.cache.milvus import MilvusVectorStore, auto_search_ef
 from modm.services.cache.stores import StoreUnavailable
 
 
@@ -36,6 +37,7 @@ def store_on(client: RestartedServer) -> MilvusVectorStore:
     store = MilvusVectorStore.__new__(MilvusVectorStore)  # skip the connection and collection set-up
     store.client, store.collection, store.index_type = client, "c", "HNSW"  # type: ignore[assignment]
     store.search_ef, store.read_consistency = 64, "Session"
+    store.entries, store._entries_lock = 0, threading.Lock()
     return store
 
 
@@ -63,3 +65,43 @@ def test_other_errors_are_not_retried() -> None:
     with pytest.raises(StoreUnavailable):
         store_on(client).search([1.0, 0.0], 1, "t", None)
     assert client.calls == ["search"]
+
+
+def test_auto_ef_keeps_64_for_a_small_cache_and_grows_with_the_square_root_of_the_entries() -> None:
+    assert [auto_search_ef(n, 1) for n in (0, 5_000, 10_000, 100_000, 1_000_000)] == [64, 64, 64, 208, 640]
+    assert auto_search_ef(10**9, 1) == 1024  # capped
+    assert auto_search_ef(0, 300) == 300  # never under the number of results asked for
+
+
+class CountingServer(RestartedServer):
+    def __init__(self) -> None:
+        super().__init__()
+        self.loaded, self.params = True, []
+
+    def search(self, collection: str, **kwargs: Any) -> list[list[dict[str, Any]]]:
+        self.params.append(kwargs["search_params"]["params"]["ef"])
+        return [[]]
+
+    def insert(self, collection: str, rows: list[dict[str, Any]]) -> None:
+        pass
+
+    def delete(self, collection: str, filter: str) -> None:
+        pass
+
+
+def test_the_auto_ef_follows_the_entries_this_store_inserts_and_deletes() -> None:
+    from modm.services.cache.stores import VectorRecord
+
+    client = CountingServer()
+    store = store_on(client)
+    store.search_ef = "auto"
+    store.entries = 99_999
+    store.search([1.0, 0.0], 1, "t", None)
+    store.insert(VectorRecord("a" * 32, "t", "", "m", "k", 1, 0.0, vector=[1.0, 0.0]))
+    store.search([1.0, 0.0], 1, "t", None)
+    store.delete(["a" * 32, "b" * 32])
+    assert store.entries == 99_998
+    store.search_ef = 100  # a fixed ef, never under top_k
+    store.search([1.0, 0.0], 1, "t", None)
+    store.search([1.0, 0.0], 150, "t", None)
+    assert client.params == [208, 208, 100, 150]
