@@ -131,17 +131,33 @@ class OpenClipEmbedder(Embedder):
 EmbedKind = Literal["text", "image"]
 
 
+def _set_torch_threads(threads: int) -> None:
+    import torch
+
+    torch.set_num_threads(threads)
+
+
 class BatchingEmbedder:
     """Async front of an `Embedder`: concurrent calls of one kind are embedded as one batch.
 
     Batching is the project's one micro-batcher (`modm.batching`): the first waiting request
     opens a window of `window_ms`; same-kind requests that arrive in it join, up to `max_batch`.
-    The model runs on one dedicated thread, never on the loop.
+    The model runs on one dedicated thread, never on the loop. `torch_threads` caps torch's
+    intra-op threads there (torch keeps that count per calling thread, so it is set on this one):
+    with torch's default of one per core, a batch of a few prompts spun every core and cost the
+    cache process 6x the CPU per lookup once another process wanted a core.
     """
 
-    def __init__(self, embedder: Embedder, *, max_batch: int = 32, window_ms: float = 2.0) -> None:
+    def __init__(
+        self, embedder: Embedder, *, max_batch: int = 32, window_ms: float = 2.0, torch_threads: int | None = None
+    ) -> None:
         self.embedder = embedder
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="embedder")
+        self._executor = ThreadPoolExecutor(
+            max_workers=1,
+            thread_name_prefix="embedder",
+            initializer=None if torch_threads is None else _set_torch_threads,
+            initargs=() if torch_threads is None else (torch_threads,),
+        )
         self._batcher: DynamicBatcher[tuple[EmbedKind, Any], np.ndarray] = DynamicBatcher(
             self._embed, key=lambda job: job[0], max_batch=max_batch, window_s=window_ms / 1000, service="cache"
         )

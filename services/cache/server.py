@@ -94,7 +94,10 @@ async def open_backends(settings: CacheSettings, backends: Backends) -> tuple[Em
         minilm_dir=settings.minilm_dir,
     )
     backends.embedder = BatchingEmbedder(
-        embedder, max_batch=settings.embed_max_batch, window_ms=settings.embed_window_ms
+        embedder,
+        max_batch=settings.embed_max_batch,
+        window_ms=settings.embed_window_ms,
+        torch_threads=settings.torch_threads,
     )
     token = settings.milvus_token.get_secret_value() if settings.milvus_token else None
     collection = collection_name(settings.collection_prefix, embedder.slug, embedder.dim)

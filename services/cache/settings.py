@@ -41,6 +41,13 @@ class CacheSettings(ServiceSettings):
     )
     embed_max_batch: int = Field(32, ge=1, le=1024)
     embed_window_ms: float = Field(2.0, ge=0, le=1000)
+    torch_threads: int = Field(
+        1,
+        ge=1,
+        le=1024,
+        description="Torch threads the embedder runs on. One keeps a lookup's CPU "
+        "low beside the gRPC, Milvus and S3 threads; raise it for OpenCLIP images on a dedicated node.",
+    )
 
     # --- vector store ---
     milvus_uri: str | None = Field(

@@ -91,3 +91,21 @@ async def test_closed_batcher_refuses_work() -> None:
     await batcher.close()
     with pytest.raises(Unavailable):
         await batcher.embed_text("late")
+
+
+class ThreadCounter(Recorder):
+    def embed_texts(self, texts: Sequence[str]) -> np.ndarray:
+        import torch
+
+        return np.full((len(texts), 1), torch.get_num_threads(), dtype=np.float32)
+
+
+async def test_the_embedder_thread_runs_torch_on_the_threads_it_was_given() -> None:
+    import torch
+
+    target = 1 if torch.get_num_threads() > 1 else 2
+    before = torch.get_num_threads()
+    batcher = BatchingEmbedder(ThreadCounter(), torch_threads=target)
+    assert (await batcher.embed_text("ab"))[0] == target
+    await batcher.close()
+    assert torch.get_num_threads() == before  # the loop's thread keeps its own
