@@ -160,25 +160,32 @@ class Spec:
 
 
 def start_split(spec: Spec, work: Path) -> int | None:
-    """Large GPUs for modm's split (held, or the monitor's first): the large share of the GPU seconds of the measured
-    requests of the same fleet's nirvana run (misses at the large model's image time; img2img
-    hits at the small one's overhead and the share of its steps they run), times the GPUs.
+    """Large GPUs for modm's split (held, or the monitor's first): the split at which the measured
+    requests of the same fleet's nirvana run would finish soonest, each pool working through its
+    share in parallel (misses at the large model's image time; img2img hits at the small model's
+    overhead and the share of its steps they run, or at the large model's where no GPU is small).
+    Rounding the large pool's share of the work instead leaves a small fleet without a small GPU
+    when the share is above (N - 0.5) / N, and its hits then cost the large model's steps.
     None without that run."""
     folder = work / "runs" / Spec(spec.pair, spec.gpus, "nirvana").rid
     if not (folder / "run.json").exists():
         return None
     large, small = spec.profiles
-    miss_s, hit_s = image_seconds(large, 1), 0.0
     records = [r for r in Run.load(folder).measured if r.ok]
-    misses = sum(r.outcome in ("miss", "bypassed") for r in records)
-    for r in records:
-        if r.outcome == "hit" and r.total_steps:
-            share = 1.0 - r.skipped_steps / r.total_steps
-            hit_s += small.overhead_seconds + share * small.default_steps * small.seconds_per_step
-    work_s = misses * miss_s + hit_s
-    if work_s <= 0:
+    misses_s = image_seconds(large, 1) * sum(r.outcome in ("miss", "bypassed") for r in records)
+    shares = [1.0 - r.skipped_steps / r.total_steps for r in records if r.outcome == "hit" and r.total_steps]
+    on_large, on_small = (
+        len(shares) * p.overhead_seconds + sum(shares) * p.default_steps * p.seconds_per_step for p in (large, small)
+    )
+    if misses_s + on_small <= 0:
         return None
-    return min(spec.gpus, max(1, round(spec.gpus * misses * miss_s / work_s)))
+
+    def makespan(n: int) -> float:
+        if n == spec.gpus:
+            return (misses_s + on_large) / n
+        return max(misses_s / n, on_small / (spec.gpus - n))
+
+    return min(range(1, spec.gpus + 1), key=makespan)
 
 
 def image_seconds(profile: DeviceProfile, batch: int) -> float:

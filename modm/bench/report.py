@@ -173,11 +173,13 @@ def compare(
         return None
     m, base = summaries["modm"], summaries["large-only"]
     out: dict[str, Any] = {}
+    # Wall-clock figures compare only runs on one time scale; saturation is in the GPUs' time.
+    same_clock = runs["modm"].info.time_scale == runs["large-only"].info.time_scale
     for key, label in (("latency_s", "mean_latency"), ("service_s", "mean_service")):
-        if m[key] and base[key]:
+        if same_clock and m[key] and base[key]:
             out[f"speedup_{label}"] = round(base[key]["mean"] / m[key]["mean"], 4)
     for key, label in (("throughput_rps", "throughput"), ("saturation_rps", "saturation")):
-        if m[key] and base[key]:
+        if (same_clock or label == "saturation") and m[key] and base[key]:
             out[f"speedup_{label}"] = round(m[key] / base[key], 4)
     cost, source = c
     if cost is not None:

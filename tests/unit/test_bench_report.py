@@ -96,6 +96,14 @@ def test_speedups_and_bound() -> None:
     assert report.build({"modm": runs()["modm"]}, slo_s=2.0)["comparisons"] == []
 
 
+def test_runs_on_different_time_scales_compare_only_in_the_gpus_time() -> None:
+    both = runs()
+    both["large-only"].info.time_scale = 0.5  # a faster fleet's wall seconds are not modm's
+    comparison = report.build(both, slo_s=2.0)["comparisons"][0]
+    assert not {"speedup_mean_latency", "speedup_mean_service", "speedup_throughput"} & comparison.keys()
+    assert "bound" in comparison
+
+
 def test_served_seconds_per_step_stand_in_for_unusable_profiles() -> None:
     both = runs()
     for run in both.values():

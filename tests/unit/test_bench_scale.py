@@ -79,13 +79,22 @@ def nirvana_run(folder: Path, outcomes: list[tuple[str, int]]) -> None:
     Run(RunInfo("nirvana", "e", "t", len(records), {}, 0.0, 1.0), records, []).save(folder)
 
 
-def test_modm_starts_at_the_split_the_nirvana_runs_work_asks_for(tmp_path: Path) -> None:
-    run = scale.Spec(SD, 16, "modm", policy="static")
+def test_modm_starts_at_the_split_where_the_nirvana_runs_work_finishes_soonest(tmp_path: Path) -> None:
+    run = scale.Spec(SD, 4, "modm", policy="static")
     assert scale.start_split(run, tmp_path) is None  # no nirvana run: every GPU large
-    folder = tmp_path / "runs" / scale.Spec(SD, 16, "nirvana").rid
-    nirvana_run(folder, [("miss", 0)] * 2 + [("hit", 25)] * 6 + [("exact_repeat", 50)] * 3)
+    folder = tmp_path / "runs" / scale.Spec(SD, 4, "nirvana").rid
     large, small = run.profiles
-    miss_s = large.overhead_seconds + 28 * large.seconds_per_step
-    hit_s = small.overhead_seconds + 0.5 * 30 * small.seconds_per_step
-    share = miss_s / (miss_s + 6 * hit_s)  # one miss measured, six hits
-    assert scale.start_split(run, tmp_path) == round(16 * share)
+    miss_s = large.overhead_seconds + 28 * large.seconds_per_step  # 12.6 s
+    hit_small = small.overhead_seconds + 0.5 * 30 * small.seconds_per_step  # 1.9 s
+    hit_large = large.overhead_seconds + 0.5 * 28 * large.seconds_per_step  # 6.4 s
+    # 14 misses and 10 hits (one of 25 records is warm-up): the large pool's share of the work is
+    # 0.90, 3.6 of 4 GPUs, which rounds to every GPU large; three large GPUs and one small finish sooner.
+    nirvana_run(folder, [("miss", 0)] * 15 + [("hit", 25)] * 10)
+    assert round(4 * 14 * miss_s / (14 * miss_s + 10 * hit_small)) == 4
+    assert max(14 * miss_s / 3, 10 * hit_small) < (14 * miss_s + 10 * hit_large) / 4
+    assert scale.start_split(run, tmp_path) == 3
+    # Mostly hits: the small pool takes more GPUs, and never all of them.
+    nirvana_run(folder, [("miss", 0)] * 7 + [("hit", 25)] * 20)
+    assert scale.start_split(run, tmp_path) == 2  # 6 x 12.6 s on 2 GPUs against 20 x 1.9 s on 2
+    nirvana_run(folder, [("hit", 25)] * 61)
+    assert scale.start_split(run, tmp_path) == 1
