@@ -107,6 +107,8 @@ class _Live:
 
 
 class KubernetesScaler:
+    moves_one_at_a_time = False  # a Deployment's new replicas start together
+
     def __init__(
         self,
         settings: MonitorSettings,

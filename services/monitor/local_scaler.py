@@ -105,6 +105,8 @@ class LocalScaler:
     """The loop's Scaler over worker slots; thread-safe (the monitor thread applies, `modm up`'s
     main thread watches and stops)."""
 
+    moves_one_at_a_time = True  # `plan_switch`
+
     def __init__(self, slots: Sequence[WorkerSlot], launcher: Launcher) -> None:
         if not slots:
             raise ValueError("the local scaler needs at least one worker slot")

@@ -35,6 +35,8 @@ class StatsReader(Protocol):
 
 
 class Scaler(Protocol):
+    moves_one_at_a_time: bool  # see Fleet
+
     def current(self) -> Allocation: ...
 
     def apply(self, decision: Decision) -> object: ...
@@ -78,9 +80,10 @@ class Iteration:
     degrade_unreachable: dict[str, str] = field(default_factory=dict)  # routers that missed the override
 
 
-def fleet_from(settings: MonitorSettings, gpus: int) -> Fleet:
+def fleet_from(settings: MonitorSettings, gpus: int, *, moves_one_at_a_time: bool = False) -> Fleet:
     return Fleet(
         gpus=gpus,
+        moves_one_at_a_time=moves_one_at_a_time,
         slo_seconds=settings.slo_seconds,
         switch_seconds=settings.switch_seconds,
         min_large=settings.min_large,
@@ -165,7 +168,7 @@ class MonitorLoop:
                     decision = Decision(current, f"keep {current}: no request in the window, nothing to go on")
                 else:
                     cannot_follow = why_scaler_cannot_follow(window, current, leader=leader, held_back=self._held_back)
-                    fleet = fleet_from(self.settings, self._gpus)
+                    fleet = fleet_from(self.settings, self._gpus, moves_one_at_a_time=self.scaler.moves_one_at_a_time)
                     decision = self.policy.decide(
                         window, current, fleet, self._state, scaler_follows=cannot_follow is None
                     )

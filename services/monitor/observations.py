@@ -149,6 +149,9 @@ class Fleet:
     max_large: int | None = None
     min_small: int = 0
     max_small: int | None = None
+    # The local scaler moves one GPU at a time, the next once the last serves again; Kubernetes
+    # scales a Deployment's replicas at once.
+    moves_one_at_a_time: bool = False
 
     def __post_init__(self) -> None:
         if self.gpus < 1:

@@ -212,13 +212,19 @@ class SloAwarePolicy:
 
     def _pool(self, streams: list[Stream], pool: PoolState, target: int, backlog: float, fleet: Fleet) -> PoolForecast:
         """A pool keeps its ready GPUs up to the target; any more join after its model's load
-        (GPUs already loading are assumed to need as long)."""
+        (GPUs already loading are assumed to need as long), together or, where the scaler moves
+        one at a time, one load after another."""
         slots = pool.profile.capacity
+        joining = max(0, target - pool.ready)
+        load_s = fleet.load_seconds(pool.profile)
+        serial = fleet.moves_one_at_a_time and joining > 1
         return forecast(
             streams,
             servers_now=min(pool.ready, target) * slots,
             servers_later=target * slots,
-            join_after_s=fleet.load_seconds(pool.profile) if target > pool.ready else 0.0,
+            join_after_s=load_s if joining else 0.0,
+            joins=joining if serial else 1,
+            join_every_s=load_s if serial else 0.0,
             backlog=backlog,
             horizon_s=self.horizon_s,
             slo_s=fleet.slo_seconds,

@@ -52,6 +52,15 @@ def _mixture(streams: Sequence[Stream]) -> tuple[float, float, float]:
     return rate, mean, max(0.0, second / mean**2 - 1.0) if mean > 0 else 0.0
 
 
+def _servers_at(t: float, now: int, later: int, after_s: float, joins: int, every_s: float) -> int:
+    if t < after_s:
+        return now
+    if joins <= 1 or every_s <= 0:
+        return later
+    joined = min(joins, 1 + int((t - after_s) // every_s))
+    return now + (later - now) * joined // joins
+
+
 def forecast(
     streams: Sequence[Stream],
     *,
@@ -61,9 +70,13 @@ def forecast(
     backlog: float,
     horizon_s: float,
     slo_s: float,
+    joins: int = 1,
+    join_every_s: float = 0.0,
 ) -> PoolForecast:
     """Predict the next `horizon_s` of a pool that has `servers_now` GPUs serving, gains (or has)
-    `servers_later` after `join_after_s` (GPUs loading a model), and `backlog` jobs queued.
+    `servers_later` after `join_after_s` (GPUs loading a model), and `backlog` jobs queued. With
+    `joins` > 1 the new servers come in that many equal steps, `join_every_s` apart (GPUs moved
+    one after another).
 
     An unstable pool (utilisation >= 1) counts every arrival as over the SLO and its stationary
     wait as the whole horizon, so more capacity always looks better.
@@ -79,7 +92,7 @@ def forecast(
     over = [0.0] * len(streams)
     for i in range(HORIZON_SAMPLES):
         t = (i + 0.5) * dt
-        servers = servers_later if t >= join_after_s else servers_now
+        servers = _servers_at(t, servers_now, servers_later, join_after_s, joins, join_every_s)
         if servers <= 0:
             backlog_wait, stationary, tail_c, decay = horizon_s, horizon_s, 1.0, 0.0
         else:

@@ -6,10 +6,11 @@ import logging
 
 import pytest
 
-from modm.services.monitor.k8s_scaler import PoolOutcome, ScaleOutcome
+from modm.services.monitor.k8s_scaler import KubernetesScaler, PoolOutcome, ScaleOutcome
+from modm.services.monitor.local_scaler import LocalScaler
 from modm.services.monitor.loop import MonitorLoop
 from modm.services.monitor.modm_reference import PidState
-from modm.services.monitor.observations import Allocation, Decision, PoolProfile
+from modm.services.monitor.observations import Allocation, Decision, Fleet, PoolProfile
 from modm.services.monitor.policy import policy_named
 from modm.services.monitor.settings import MonitorSettings
 from modm.services.monitor.stats_client import StatsReading, aggregate
@@ -89,6 +90,8 @@ class FakeReader:
 
 
 class FakeScaler:
+    moves_one_at_a_time = False
+
     def __init__(self, current: Allocation) -> None:
         self.allocation = current
         self.applied: list[Decision] = []
@@ -237,15 +240,30 @@ class Recording:
 
     def __init__(self) -> None:
         self.follows: list[bool] = []
+        self.fleets: list[Fleet] = []
 
     def initial_state(self) -> None:
         return None
 
     def decide(
-        self, window: object, current: Allocation, fleet: object, state: object, *, scaler_follows: bool = True
+        self, window: object, current: Allocation, fleet: Fleet, state: object, *, scaler_follows: bool = True
     ) -> Decision:
         self.follows.append(scaler_follows)
+        self.fleets.append(fleet)
         return Decision(current, "keep")
+
+
+class OneAtATime(FakeScaler):
+    moves_one_at_a_time = True
+
+
+async def test_the_policy_hears_how_the_scaler_moves_gpus(settings: MonitorSettings) -> None:
+    reading = FakeReader(StatsReading({"r1:50051": busy_hits()}))
+    policy = Recording()
+    for scaler in (FakeScaler(Allocation(2, 1)), OneAtATime(Allocation(2, 1))):
+        await MonitorLoop(settings, reading, scaler, policy).iterate()
+    assert [fleet.moves_one_at_a_time for fleet in policy.fleets] == [False, True]
+    assert LocalScaler.moves_one_at_a_time and not KubernetesScaler.moves_one_at_a_time
 
 
 class PausedScaler(FakeScaler):

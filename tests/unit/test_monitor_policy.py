@@ -176,6 +176,19 @@ def test_forecast_counts_an_unstable_or_empty_pool_as_over_the_slo() -> None:
     assert forecast([Stream(0.1, 10.0)], servers_now=0, servers_later=0, **kw).over_slo_share[0] == 1.0
 
 
+def test_gpus_joining_one_after_another_serve_less_of_the_horizon_than_together() -> None:
+    """4 GPUs of capacity to come for an overloaded pool of 2: together after 60 s, or one every
+    60 s (the last at 240 s). Staggered, the queue grows longer, and both beat no join at all."""
+    kw = {"servers_now": 2, "servers_later": 6, "join_after_s": 60.0, "backlog": 0, "horizon_s": 600, "slo_s": 60}
+    streams = [Stream(0.4, 10.0)]  # 4 busy servers
+    together = forecast(streams, **kw)
+    staggered = forecast(streams, **kw, joins=4, join_every_s=60.0)
+    never = forecast(streams, **kw | {"join_after_s": 1e9})
+    assert together.mean_response_s[0] < staggered.mean_response_s[0] < never.mean_response_s[0]
+    assert together.over_slo_share[0] < staggered.over_slo_share[0] < never.over_slo_share[0]
+    assert forecast(streams, **kw, joins=4, join_every_s=0.0) == together  # no spacing: together
+
+
 # --- the default policy --------------------------------------------------------------------
 
 
@@ -238,6 +251,17 @@ def test_default_prices_the_switch() -> None:
     # A load that never finishes within the horizon: moving only loses capacity.
     dear = decide(obs, Allocation(2, 6), Fleet(8, slo_seconds=300, switch_seconds=1e6))
     assert dear.target == Allocation(2, 6)
+
+
+def test_the_default_prices_moves_one_at_a_time_where_the_scaler_makes_them_so() -> None:
+    """Misses overload 2 large GPUs and a model load takes 120 s. Made at once, a move to 6 large
+    has them all serving after 120 s; one at a time, the fourth joins after 480 s, most of the
+    horizon, and degrading misses onto the idle small pool meanwhile serves better."""
+    obs = window(10.0, 0.7, ready=Allocation(2, 6))
+    at_once = decide(obs, Allocation(2, 6), Fleet(8, slo_seconds=300, switch_seconds=120))
+    serial = decide(obs, Allocation(2, 6), Fleet(8, slo_seconds=300, switch_seconds=120, moves_one_at_a_time=True))
+    assert at_once.target == Allocation(6, 2) and not at_once.degrade_misses
+    assert serial.target == Allocation(2, 6) and serial.degrade_misses
 
 
 def test_default_degrades_misses_under_overload_and_never_stops() -> None:
