@@ -137,8 +137,12 @@ def fleet_of(run: Run) -> tuple[int, str]:
     return gpus, run.info.pair
 
 
-WORKER_SECONDS = ("profiled_seconds_per_step", "profiled_overhead_seconds", "mean_service_seconds")
-WORKER_SECONDS += ("mean_seconds_per_step",)
+WORKER_SECONDS = (
+    "profiled_seconds_per_step",
+    "profiled_overhead_seconds",
+    "mean_service_seconds",
+    "mean_seconds_per_step",
+)
 
 
 def gpu_time_samples(run: Run) -> list[StatsSample]:
